@@ -1,0 +1,51 @@
+"""``parley up``: the all-in-one CPU demo.
+
+Starts, in order: llama.cpp's OpenAI-compatible server with the packaged SmolLM2 (child process), Parley's local
+voice server (child process, so model work never stalls the relay's event loop), then the relay in this process on
+the requested port, with the local provider, in-memory limits and the ticket endpoint on. Ctrl-C or SIGTERM stops
+the relay gracefully, then the children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sys
+
+from parley.llama_server import LlamaServer
+from parley.procs import ChildProcess, free_port
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def local_server_process(settings: Settings, port: int, *, llm_base_url: str) -> ChildProcess:
+    env = {**os.environ, "PARLEY_LLM_BASE_URL": llm_base_url, "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "parley.cli", "local-server", "--host", "127.0.0.1", "--port", str(port)]
+    return ChildProcess(
+        "local-voice-server", argv, env=env, ready_url=f"http://127.0.0.1:{port}/healthz", ready_timeout_s=300
+    )
+
+
+async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 0) -> int:
+    from parley.relay.app import serve_relay
+
+    local_port = local_port or free_port()
+    async with contextlib.AsyncExitStack() as stack:
+        llama = await stack.enter_async_context(LlamaServer(settings))
+        await stack.enter_async_context(local_server_process(settings, local_port, llm_base_url=llama.base_url))
+        update: dict[str, object] = {
+            "local_realtime_url": f"ws://127.0.0.1:{local_port}/v1/realtime",
+            "enable_ticket_endpoint": True,
+        }
+        if not settings.jwt_secret.get_secret_value():
+            from pydantic import SecretStr
+
+            update["jwt_secret"] = SecretStr(secrets.token_urlsafe(32))
+            logger.warning("PARLEY_JWT_SECRET is not set: using a random secret for this demo run only")
+        relay_settings = settings.model_copy(update=update)
+        logger.info("Parley is up: open http://%s:%d/", host, port)
+        await serve_relay(relay_settings, host, port)
+    return 0
