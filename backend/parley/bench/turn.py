@@ -1,0 +1,175 @@
+"""``parley bench turn``: replay spoken turns against a local voice server and time each stage.
+
+Each turn opens a session, streams a Piper-spoken question at real-time pace (40 ms chunks, followed by silence so
+the server VAD ends the turn), and times, relative to ``input_audio_buffer.speech_stopped``:
+transcript (``...input_audio_transcription.completed``), ``response.created``, LLM first token (from the server's
+``parley.timing`` event when it sends one), first ``response.output_audio.delta``, and ``response.done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parley.bench.report import box_plot, md_table, summary, write_section
+from parley.realtime.audio import BYTES_PER_MS, pcm_to_b64
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How far away is the moon?",
+    "Can you recommend a good book?",
+    "What is the weather like on Mars?",
+    "How do I boil an egg?",
+    "Why is the sky blue?",
+    "Tell me a fun fact about cats.",
+    "What time zone is London in?",
+    "How many legs does a spider have?",
+    "What should I cook for dinner tonight?",
+]
+CHUNK_MS = 40
+STAGES = ["transcript", "response_created", "llm_first_token", "first_audio", "response_done"]
+
+
+@dataclass
+class TurnTimes:
+    question: str
+    marks: dict[str, float] = field(default_factory=dict)
+    server: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""
+    error: str = ""
+
+    def stage_ms(self) -> dict[str, float]:
+        t0 = self.marks.get("speech_stopped")
+        if t0 is None:
+            return {}
+        out = {k: (v - t0) * 1000.0 for k, v in self.marks.items() if k != "speech_stopped"}
+        if "llm_first_token_ms" in self.server:
+            out["llm_first_token"] = self.server["llm_first_token_ms"]
+        return out
+
+
+async def _stream_audio(ws: Any, pcm: bytes) -> None:
+    step = CHUNK_MS * BYTES_PER_MS
+    start = time.monotonic()
+    for i, off in enumerate(range(0, len(pcm), step)):
+        chunk = pcm[off : off + step]
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm_to_b64(chunk)}))
+        delay = start + (i + 1) * CHUNK_MS / 1000.0 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def one_turn(url: str, question: str, pcm: bytes, timeout_s: float = 60.0) -> TurnTimes:
+    import websockets
+
+    times = TurnTimes(question)
+    names = {
+        "input_audio_buffer.speech_started": "speech_started",
+        "input_audio_buffer.speech_stopped": "speech_stopped",
+        "conversation.item.input_audio_transcription.completed": "transcript",
+        "response.created": "response_created",
+        "response.output_audio.delta": "first_audio",
+        "response.done": "response_done",
+    }
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {"type": "realtime", "instructions": "Answer in one short sentence."},
+                }
+            )
+        )
+        async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
+            sender = tg.create_task(_stream_audio(ws, pcm))
+            async for raw in ws:
+                now = time.monotonic()
+                event = json.loads(raw)
+                kind = event.get("type", "")
+                mark = names.get(kind)
+                if mark and mark not in times.marks:
+                    times.marks[mark] = now
+                if kind == "conversation.item.input_audio_transcription.completed":
+                    times.transcript = event.get("transcript", "")
+                elif kind == "parley.timing":
+                    times.server.update({k: float(v) for k, v in event.items() if k.endswith("_ms")})
+                elif kind == "error":
+                    times.error = event.get("error", {}).get("message", "error")
+                elif kind == "response.done":
+                    sender.cancel()
+                    break
+    return times
+
+
+async def _run(url: str, turns: int) -> list[TurnTimes]:
+    from parley.bench.speech import speak
+
+    clips = {q: speak(q, lead_silence_ms=300, tail_silence_ms=1200) for q in QUESTIONS}
+    results = []
+    # One warm-up turn, not counted: the first call into each model pays one-off costs.
+    await one_turn(url, QUESTIONS[0], clips[QUESTIONS[0]])
+    for i in range(turns):
+        q = QUESTIONS[i % len(QUESTIONS)]
+        t = await one_turn(url, q, clips[q])
+        logger.info("turn %d: %s -> %s", i + 1, q, {k: round(v) for k, v in t.stage_ms().items()})
+        results.append(t)
+    return results
+
+
+def _report(results: list[TurnTimes], out: Path, *, setup: str) -> None:
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    for t in results:
+        for k, v in t.stage_ms().items():
+            if k in per_stage:
+                per_stage[k].append(v)
+    rows = []
+    for stage in STAGES:
+        s = summary(per_stage[stage])
+        rows.append([stage, int(s["n"]), s["p50"], s["p95"], s["min"], s["max"]])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "turn.json").write_text(
+        json.dumps(
+            [{"question": t.question, "transcript": t.transcript, "error": t.error, **t.stage_ms()} for t in results],
+            indent=1,
+        )
+    )
+    plot = out / "turn.png"
+    box_plot(plot, per_stage, title="Local voice server: ms after speech_stopped", ylabel="ms")
+    errors = sum(1 for t in results if t.error)
+    body = (
+        "## `parley bench turn`\n\n"
+        f"{setup}\n\n{len(results)} turns, {errors} with an error event. Milliseconds after "
+        "`input_audio_buffer.speech_stopped`:\n\n"
+        + md_table(["stage", "n", "p50 ms", "p95 ms", "min", "max"], rows)
+        + f"\n\n![turn stages]({plot.relative_to(Path('docs')) if plot.is_relative_to('docs') else plot})\n"
+    )
+    write_section("turn", body)
+
+
+async def run_turn_bench(settings: Settings, *, turns: int, url: str, out: str) -> int:
+    setup = (
+        "Packaged models on CPU: faster-whisper tiny.en int8, SmolLM2-135M-Instruct Q4_1 on llama.cpp's server, "
+        "Piper en_US-joe-medium; questions spoken by Piper and streamed at real-time pace in 40 ms chunks."
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if not url:
+            from parley.llama_server import LlamaServer
+            from parley.procs import free_port
+            from parley.up import local_server_process
+
+            llama = await stack.enter_async_context(LlamaServer(settings))
+            port = free_port()
+            await stack.enter_async_context(local_server_process(settings, port, llm_base_url=llama.base_url))
+            url = f"ws://127.0.0.1:{port}/v1/realtime?model=parley-local"
+        results = await _run(url, turns)
+    _report(results, Path(out), setup=setup)
+    return 0
