@@ -74,5 +74,26 @@ class Settings(BaseSettings):
         default=SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY", "PARLEY_OPENAI_API_KEY")
     )
 
+    # --- relay: sessions, providers and operations ---------------------------------------------------------
+    relay_instructions: str = Field(
+        default="You are Parley, a friendly voice assistant. Answer briefly and conversationally. When reference "
+        "passages are provided, base your answer on them.",
+        description="Instructions the relay sets on every upstream session (clients cannot change them).",
+    )
+    relay_voice: str = Field(default="marin", description="Output voice for the openai provider.")
+    relay_local_voice: str = Field(default="", description="Output voice for the local provider ('' = its default).")
+    local_model: str = Field(default="parley-local", description="?model= sent to the local voice server.")
+    openai_model_prefixes: list[str] = Field(
+        default=["gpt-"], description="On /v1/realtime without ?provider=, models with these prefixes go to openai."
+    )
+    max_frame_bytes: int = Field(default=262_144, description="Largest client frame the relay accepts.")
+    context_timeout_ms: int = Field(default=400, description="Time box for the context (knowledge) lookup.")
+    upstream_connect_timeout_s: float = 5.0
+    relay_queue_size: int = Field(default=256, description="Frames buffered per direction per session.")
+    client_stall_s: float = Field(default=10.0, description="Close a session whose peer accepts no frame this long.")
+    expiry_warning_s: float = Field(default=30.0, description="Warn (parley.session) this long before the limit.")
+    shutdown_grace_s: float = Field(default=10.0, description="On SIGTERM, let answers in flight finish this long.")
+    enable_ticket_endpoint: bool = Field(default=False, description="POST /v1/voice/ticket (`parley up` sets it).")
+
     def packaged_hint(self) -> str:
         return "install the local extra: pip install 'parley[local]'"
