@@ -65,6 +65,39 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_s: int = 10
+    jwt_providers_claim: str = Field(
+        default="parley_providers",
+        description="Optional JWT claim (list of names) restricting the providers a user may choose.",
+    )
+    allowed_origins: list[str] = Field(
+        default=[],
+        description="Origins allowed to open the WebSocket / get a ticket (JSON list). Empty = same origin only "
+        '(Origin host equals Host); ["*"] = any. Requests without an Origin header (non-browser clients) are not affected.',
+    )
+
+    # --- relay: per-user limits ----------------------------------------------------------------------------
+    max_concurrent_sessions: int = Field(default=2, ge=1)
+    sessions_per_hour: int = Field(
+        default=5, ge=1, description="Session starts per user, sliding one-hour window."
+    )
+    session_max_duration_s: int = Field(default=600, ge=1)
+    idle_timeout_s: int = Field(
+        default=30, ge=1, description="Close a session after this long without audio or text."
+    )
+    session_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A session's concurrency lease; renewed while it lives, so a crashed relay's "
+        "sessions free their slot after this long.",
+    )
+    ticket_ttl_s: int = Field(default=30, ge=1, le=60, description="Lifetime of a single-use browser ticket.")
+    max_audio_rate: float = Field(
+        default=1500.0, gt=0, description="Inbound audio allowed, ms of audio per second."
+    )
+    audio_burst_ms: int = Field(
+        default=6000, ge=1, description="Inbound audio burst allowance (token bucket size)."
+    )
+
 
     redis_url: str = ""
     local_realtime_url: str = "ws://127.0.0.1:8090/v1/realtime"
