@@ -22,8 +22,27 @@ _CLAUSE_END = ",;:"
 _DASHES = "—–"
 _CLOSERS = "\"')]}»”’"
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc approx dept est fig inc ltd co corp no vol mt ave jan feb mar apr jun jul "
-    "aug sep sept oct nov dec e.g i.e a.m p.m u.s u.k cf al".split()
+    {
+        *(
+            "mr",
+            "mrs",
+            "ms",
+            "dr",
+            "prof",
+            "sr",
+            "jr",
+            "st",
+            "vs",
+            "etc",
+            "approx",
+            "dept",
+            "fig",
+            "inc",
+            "ltd",
+        ),
+        *("corp", "vol", "mt", "ave", "jan", "feb", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov"),
+        *("e.g", "i.e", "a.m", "p.m", "u.s", "u.k", "cf", "al"),
+    }
 )
 _MARKDOWN = re.compile(r"[*#`]+|^[ \t]*[-+>|][ \t]+", re.MULTILINE)
 _SPACES = re.compile(r"\s+")
