@@ -1,0 +1,447 @@
+"""One relay session as a state machine without I/O.
+
+It takes a client frame, an upstream frame, a context result or the clock, and returns actions: frames for the
+client or the upstream, a context lookup to run, a finished turn to record, a close. The endpoint only pumps.
+Frames are forwarded as the original text; only the two hot paths (client ``input_audio_buffer.append``,
+upstream ``response.output_audio.delta``) avoid anything but a cheap look at the type.
+Times are ``time.monotonic()`` seconds, passed in, so tests script them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from parley.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    NotAllowed,
+    ParleyError,
+    UpstreamUnavailable,
+    error_event,
+)
+from parley.realtime.audio import BYTES_PER_MS
+from parley.relay import wire
+from parley.relay.context import Context, format_passages
+
+logger = logging.getLogger(__name__)
+
+
+# --- actions ----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ToClient:
+    data: str
+    error_code: str | None = None  # set on error events the relay wrote, for the errors metric
+
+
+@dataclass(slots=True)
+class ToUpstream:
+    data: str
+
+
+@dataclass(slots=True)
+class FetchContext:
+    turn: int
+    query: str
+
+
+@dataclass(slots=True)
+class TurnDone:
+    provider: str
+    timings_ms: dict[str, float | None]
+
+
+@dataclass(slots=True)
+class CloseSession:
+    code: int
+    reason: str
+
+
+Action = ToClient | ToUpstream | FetchContext | TurnDone | CloseSession
+
+
+class AudioRate(Protocol):
+    def allow(self, audio_ms: int, now: float) -> bool: ...
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    session_id: str
+    provider: str
+    upstream: wire.UpstreamSessionConfig
+    self_interrupts: bool = True  # the upstream cancels its own response when the user starts speaking
+    max_frame_bytes: int = 262_144
+    idle_timeout_s: float = 30.0
+    max_duration_s: float = 600.0
+    expiry_warning_s: float = 30.0
+    limits: dict[str, Any] = field(default_factory=dict)
+    quota: dict[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None  # wall clock (epoch seconds), for the client
+
+
+@dataclass(slots=True)
+class Turn:
+    seq: int
+    t0: float  # speech stopped (or the user text item confirmed)
+    t1: float | None = None  # transcript
+    t2: float | None = None  # retrieval done
+    t3: float | None = None  # response.created
+    t4: float | None = None  # first audio delta
+    requested: bool = False  # the relay sent response.create
+    sources: list[str] = field(default_factory=list)
+
+    def timings_ms(self) -> dict[str, float | None]:
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round((t - self.t0) * 1000.0, 1)
+
+        return {
+            "transcript": rel(self.t1),
+            "retrieval": rel(self.t2),
+            "response_created": rel(self.t3),
+            "first_audio": rel(self.t4),
+        }
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+AUDIO_APPEND = "input_audio_buffer.append"
+AUDIO_DELTA = "response.output_audio.delta"
+
+
+class RelaySession:
+    def __init__(self, cfg: SessionConfig, *, now: float, audio_rate: AudioRate | None = None) -> None:
+        self.cfg = cfg
+        self._audio_rate = audio_rate
+        self.started_at = now
+        self.last_activity = now
+        self.end_at = now + cfg.max_duration_s
+        self.warned = False
+        self.draining = False
+        self.closed = False
+        self.response_active = False
+        self._turn: Turn | None = None
+        self._seq = 0
+        self._pending_text = 0  # client text items sent upstream, not yet confirmed
+        self._seen_text_items: set[str] = set()
+        H = Callable[[dict[str, Any], str, float], list[Action]]
+        self._client: dict[str, H] = {
+            "input_audio_buffer.commit": self._forward_client,
+            "input_audio_buffer.clear": self._forward_client,
+            "response.cancel": self._forward_client,
+            "conversation.item.truncate": self._c_truncate,
+            "conversation.item.create": self._c_item_create,
+            "response.create": self._c_response_create,
+        }
+        self._upstream: dict[str, H] = {
+            "session.updated": self._u_swallow,
+            "input_audio_buffer.speech_started": self._u_speech_started,
+            "input_audio_buffer.speech_stopped": self._u_speech_stopped,
+            "input_audio_buffer.committed": self._u_committed,
+            "conversation.item.input_audio_transcription.completed": self._u_transcript,
+            "conversation.item.input_audio_transcription.failed": self._u_transcript_failed,
+            "conversation.item.added": self._u_item_added,
+            "conversation.item.created": self._u_item_added,
+            "response.created": self._u_response_created,
+            "response.done": self._u_response_done,
+            "error": self._u_error,
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """The first frames: tell the client about the session, configure the upstream."""
+        return [ToClient(self._session_event("active")), ToUpstream(wire.session_update(self.cfg.upstream))]
+
+    @property
+    def busy(self) -> bool:
+        """An answer is being prepared or spoken (drain waits for this to clear)."""
+        return self.response_active or (self._turn is not None and self._turn.t1 is not None)
+
+    def next_deadline(self) -> float:
+        deadline = self.end_at
+        if not self.warned:
+            deadline = min(deadline, self.end_at - self.cfg.expiry_warning_s)
+        if self.cfg.idle_timeout_s > 0:
+            deadline = min(deadline, self.last_activity + self.cfg.idle_timeout_s)
+        return deadline
+
+    def tick(self, now: float) -> list[Action]:
+        if self.closed:
+            return []
+        if now >= self.end_at:
+            return self.close(1008, "session_duration_limit", "the session reached its maximum duration")
+        if self.cfg.idle_timeout_s > 0 and now - self.last_activity >= self.cfg.idle_timeout_s:
+            return self.close(1000, "idle_timeout", f"no audio or text for {self.cfg.idle_timeout_s:g} s")
+        if not self.warned and now >= self.end_at - self.cfg.expiry_warning_s:
+            self.warned = True
+            left = max(0.0, self.end_at - now)
+            return [
+                ToClient(self._session_event("expiring", reason="session_duration_limit", expires_in_s=left))
+            ]
+        return []
+
+    def shutdown(self, now: float) -> list[Action]:
+        """The server is stopping: no new turns; the answer in flight may finish."""
+        self.draining = True
+        return [ToClient(self._session_event("closing", reason="server_shutdown"))]
+
+    def close(self, code: int, reason: str, message: str = "") -> list[Action]:
+        if self.closed:
+            return []
+        self.closed = True
+        event = self._session_event("closed", reason=reason, message=message or reason)
+        return [ToClient(event), CloseSession(code, reason)]
+
+    def upstream_lost(self, message: str) -> list[Action]:
+        if self.closed:
+            return []
+        err = UpstreamUnavailable(message)
+        return [self._error(err), *self.close(1011, "upstream_unavailable", message)]
+
+    # --- client frames ------------------------------------------------------------------------------------
+
+    def on_client_text(self, text: str, now: float) -> list[Action]:
+        if len(text) > self.cfg.max_frame_bytes:
+            return [
+                self._error(
+                    InvalidRequest(f"frame over {self.cfg.max_frame_bytes} bytes", code="frame_too_large")
+                )
+            ]
+        try:
+            ev = json.loads(text)
+        except ValueError:
+            return [self._error(InvalidRequest("frame is not JSON", code="invalid_json"))]
+        if not isinstance(ev, dict):
+            return [self._error(InvalidRequest("an event must be a JSON object"))]
+        type_ = ev.get("type")
+        event_id = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+        if type_ == AUDIO_APPEND:
+            return self._c_append(ev, text, now, event_id)
+        handler = self._client.get(type_) if isinstance(type_, str) else None
+        if handler is None:
+            return [
+                self._error(NotAllowed(f"{type_!s} is not allowed through the relay", param="type"), event_id)
+            ]
+        try:
+            return handler(ev, text, now)
+        except ParleyError as err:
+            return [self._error(err, event_id)]
+
+    def on_client_bytes(self, data: bytes, now: float) -> list[Action]:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return [self._error(InvalidRequest("binary frames must be UTF-8 JSON", code="invalid_json"))]
+        return self.on_client_text(text, now)
+
+    def _c_append(self, ev: dict[str, Any], text: str, now: float, event_id: str | None) -> list[Action]:
+        audio = ev.get("audio")
+        if not isinstance(audio, str):
+            return [self._error(InvalidRequest("audio must be a base64 string", param="audio"), event_id)]
+        audio_ms = len(audio) * 3 // 4 // BYTES_PER_MS
+        if self._audio_rate is not None and not self._audio_rate.allow(audio_ms, now):
+            err = LimitExceeded(
+                "inbound audio faster than real time; frame dropped",
+                retry_after_s=0.1,
+                code="audio_rate_limited",
+            )
+            return [self._error(err, event_id)]
+        self.last_activity = now
+        return [ToUpstream(text)]
+
+    def _forward_client(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        return [ToUpstream(text)]
+
+    def _c_truncate(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        wire.check_truncate(ev)
+        out: list[Action] = [ToUpstream(text)]
+        if not self.cfg.self_interrupts and self.response_active:
+            out.append(ToUpstream(wire.client_event("response.cancel")))
+        return out
+
+    def _c_item_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        if wire.check_user_text_item(ev):
+            self._pending_text += 1
+        self.last_activity = now
+        return [ToUpstream(text)]
+
+    def _c_response_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        wire.check_response_create(ev)
+        turn = self._turn
+        if (
+            self.draining
+            or self._pending_text
+            or (turn is not None and turn.t1 is not None and not turn.requested)
+        ):
+            logger.debug("client response.create folded into the relay's turn")
+            return []
+        return [ToUpstream(text)]
+
+    # --- upstream frames ----------------------------------------------------------------------------------
+
+    def on_upstream_text(self, text: str, now: float) -> list[Action]:
+        type_ = wire.peek_type(text)
+        if type_ == AUDIO_DELTA:
+            turn = self._turn
+            if turn is not None and turn.t4 is None and turn.requested:
+                turn.t4 = now
+            return [ToClient(text)]
+        if type_ is not None and type_ not in self._upstream:
+            return [ToClient(text)]
+        try:
+            ev = json.loads(text)
+        except ValueError:
+            logger.warning("upstream sent a frame that is not JSON; dropped")
+            return []
+        handler = self._upstream.get(str(ev.get("type"))) if isinstance(ev, dict) else None
+        if handler is None:
+            return [ToClient(text)]
+        return handler(ev, text, now)
+
+    def _u_swallow(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        return []
+
+    def _u_speech_started(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        out: list[Action] = [ToClient(text)]
+        if self.response_active and not self.cfg.self_interrupts:
+            out.append(ToUpstream(wire.client_event("response.cancel")))
+        if self._turn is not None and not self._turn.requested:
+            logger.info("user spoke again before the answer started; turn %d superseded", self._turn.seq)
+            self._turn = None
+        return out
+
+    def _u_speech_stopped(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        self._new_turn(now)
+        return [ToClient(text)]
+
+    def _u_committed(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        if self._turn is None or self._turn.requested:
+            self._new_turn(now)
+        return [ToClient(text)]
+
+    def _u_transcript(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        transcript = str(ev.get("transcript") or "").strip()
+        if self._turn is None or self._turn.requested:
+            self._new_turn(now)
+        assert self._turn is not None
+        return [ToClient(text), *self._begin_turn(self._turn, transcript, now)]
+
+    def _u_transcript_failed(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        self._turn = None
+        return [ToClient(text)]
+
+    def _u_item_added(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        out: list[Action] = [ToClient(text)]
+        item = ev.get("item")
+        if not self._pending_text or not isinstance(item, dict) or item.get("role") != "user":
+            return out
+        parts = item.get("content") or []
+        texts = [p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "input_text"]
+        item_id = str(item.get("id") or "")
+        if not texts or (item_id and item_id in self._seen_text_items):
+            return out
+        if item_id:
+            self._seen_text_items.add(item_id)
+        self._pending_text -= 1
+        turn = self._new_turn(now)
+        return out + self._begin_turn(turn, " ".join(texts).strip(), now)
+
+    def _u_response_created(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        self.response_active = True
+        turn = self._turn
+        if turn is not None and turn.requested and turn.t3 is None:
+            turn.t3 = now
+        return [ToClient(text)]
+
+    def _u_response_done(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        self.response_active = False
+        out: list[Action] = [ToClient(text)]
+        turn = self._turn
+        if turn is None or turn.t3 is None:
+            return out
+        self._turn = None
+        response = _obj(ev.get("response"))
+        timings = turn.timings_ms()
+        out.append(
+            ToClient(
+                wire.parley_event(
+                    "parley.turn",
+                    turn_id=turn.seq,
+                    response_id=response.get("id"),
+                    status=response.get("status"),
+                    timings_ms=timings,
+                    sources=turn.sources,
+                )
+            )
+        )
+        out.append(TurnDone(self.cfg.provider, timings))
+        return out
+
+    def _u_error(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        err = _obj(ev.get("error"))
+        if err.get("code") == "response_cancel_not_active":
+            return []
+        logger.warning("upstream error %s: %s", err.get("code"), err.get("message"))
+        return [ToClient(text, error_code=str(err.get("code") or "upstream_error"))]
+
+    # --- turns --------------------------------------------------------------------------------------------
+
+    def _new_turn(self, now: float) -> Turn:
+        self._seq += 1
+        self._turn = Turn(self._seq, t0=now)
+        return self._turn
+
+    def _begin_turn(self, turn: Turn, query: str, now: float) -> list[Action]:
+        if not query:
+            logger.info("turn %d: empty transcript, nothing to answer", turn.seq)
+            self._turn = None
+            return []
+        if self.draining:
+            self._turn = None
+            return []
+        turn.t1 = now
+        return [FetchContext(turn.seq, query)]
+
+    def on_context(self, turn_seq: int, context: Context | None, status: str, now: float) -> list[Action]:
+        """The context lookup for ``turn_seq`` finished (``status``: ok, timeout, error)."""
+        turn = self._turn
+        if turn is None or turn.seq != turn_seq or turn.requested or self.closed:
+            return []
+        turn.t2 = now
+        turn.requested = True
+        out: list[Action] = []
+        if context is not None and context.passages:
+            turn.sources = context.sources
+            out.append(ToUpstream(wire.system_item(format_passages(context))))
+        out.append(
+            ToClient(
+                wire.parley_event("parley.context", turn_id=turn.seq, status=status, sources=turn.sources)
+            )
+        )
+        out.append(ToUpstream(wire.client_event("response.create")))
+        return out
+
+    # --- events the relay writes --------------------------------------------------------------------------
+
+    def _session_event(self, status: str, **extra: Any) -> str:
+        cfg = self.cfg
+        return wire.parley_event(
+            "parley.session",
+            status=status,
+            session_id=cfg.session_id,
+            provider=cfg.provider,
+            limits=cfg.limits,
+            quota=cfg.quota,
+            expires_at=cfg.expires_at,
+            **extra,
+        )
+
+    def _error(self, err: ParleyError, event_id: str | None = None) -> ToClient:
+        return ToClient(wire.dumps(error_event(err, event_id=event_id)), error_code=err.code)

@@ -1,0 +1,114 @@
+"""The JSON the relay itself writes or checks: the client allowlist, the upstream ``session.update`` and the
+``parley.*`` events. Pure functions; the session decides when to use them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from parley.errors import InvalidRequest, NotAllowed
+from parley.realtime.ids import new_id
+
+# The first key of a JSON object is at the top level, so when ``type`` comes first (as every Realtime server
+# writes it) this reads the event type without parsing a 100 kB audio frame.
+_TYPE_HEAD = re.compile(r'\{\s*"type"\s*:\s*"([A-Za-z0-9_.]+)"')
+
+
+def peek_type(text: str) -> str | None:
+    m = _TYPE_HEAD.match(text)
+    return m.group(1) if m else None
+
+
+def dumps(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSessionConfig:
+    """What the relay imposes on every upstream session."""
+
+    instructions: str
+    voice: str = ""
+    transcription_model: str = "gpt-4o-mini-transcribe"
+
+
+def session_update(cfg: UpstreamSessionConfig) -> str:
+    pcm = {"type": "audio/pcm", "rate": 24_000}
+    output: dict[str, Any] = {"format": pcm}
+    if cfg.voice:
+        output["voice"] = cfg.voice
+    session = {
+        "type": "realtime",
+        "instructions": cfg.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": pcm,
+                "transcription": {"model": cfg.transcription_model},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "create_response": False,
+                    "interrupt_response": True,
+                },
+            },
+            "output": output,
+        },
+    }
+    return dumps({"type": "session.update", "event_id": new_id("event"), "session": session})
+
+
+def system_item(text: str) -> str:
+    item = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]}
+    return dumps({"type": "conversation.item.create", "event_id": new_id("event"), "item": item})
+
+
+def client_event(type_: str, **fields: Any) -> str:
+    return dumps({"type": type_, "event_id": new_id("event"), **fields})
+
+
+def parley_event(type_: str, **fields: Any) -> str:
+    return dumps({"type": type_, "event_id": new_id("event"), **fields})
+
+
+# --- client event checks: raise InvalidRequest / NotAllowed, return nothing -----------------------------------
+
+
+def check_user_text_item(ev: dict[str, Any]) -> str:
+    """A client ``conversation.item.create`` must be a user message of input_text parts. Returns the text."""
+    item = ev.get("item")
+    if not isinstance(item, dict) or item.get("type", "message") != "message" or item.get("role") != "user":
+        raise NotAllowed("only user text messages may be created through the relay", param="item")
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        raise InvalidRequest("item.content must be a non-empty list", param="item.content")
+    texts = []
+    for part in content:
+        if (
+            not isinstance(part, dict)
+            or part.get("type") != "input_text"
+            or not isinstance(part.get("text"), str)
+        ):
+            raise NotAllowed("only input_text content is allowed in client items", param="item.content")
+        texts.append(part["text"])
+    return " ".join(texts).strip()
+
+
+def check_response_create(ev: dict[str, Any]) -> None:
+    if ev.get("response") not in (None, {}):
+        raise NotAllowed("response.create may not carry overrides through the relay", param="response")
+
+
+def check_truncate(ev: dict[str, Any]) -> None:
+    ok = (
+        isinstance(ev.get("item_id"), str)
+        and isinstance(ev.get("content_index", 0), int)
+        and isinstance(ev.get("audio_end_ms"), int)
+        and ev["audio_end_ms"] >= 0
+    )
+    if not ok:
+        raise InvalidRequest(
+            "truncate needs item_id, content_index and audio_end_ms >= 0", param="audio_end_ms"
+        )
