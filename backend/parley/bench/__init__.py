@@ -1,0 +1,1 @@
+"""Benchmarks and the test speech they use."""

