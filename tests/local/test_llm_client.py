@@ -1,0 +1,123 @@
+"""OpenAIChatLLM against scripted HTTP answers (no server, no model)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from parley.errors import LLMUnavailable
+from parley.local.llm import OpenAIChatLLM
+from parley.settings import Settings
+
+BASE = "http://llm.test/v1"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def sse(*events: dict | str) -> bytes:
+    lines = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
+    return "".join(lines).encode()
+
+
+def delta(text: str, finish: str | None = None) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+
+
+def make_llm(handler: Callable[[httpx.Request], httpx.Response], **settings: object) -> OpenAIChatLLM:
+    s = Settings(llm_base_url=BASE, llm_model="m1", llm_api_key=SecretStr("k1"), **settings)  # type: ignore[arg-type]
+    return OpenAIChatLLM(s, transport=httpx.MockTransport(handler))
+
+
+async def collect(llm: OpenAIChatLLM, **kw: object) -> str:
+    try:
+        return "".join([d async for d in llm.stream(MESSAGES, **kw)])  # type: ignore[arg-type]
+    finally:
+        await llm.aclose()
+
+
+async def test_streams_deltas_and_sends_the_openai_request() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = b": ping\n\n" + sse(delta("Hel"), delta("lo"), delta("", "stop"), "[DONE]")
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    assert await collect(make_llm(handler, llm_max_tokens=7), temperature=0.1) == "Hello"
+    request = seen[0]
+    assert str(request.url) == f"{BASE}/chat/completions"
+    assert request.headers["authorization"] == "Bearer k1"
+    body = json.loads(request.content)
+    assert body == {"model": "m1", "messages": MESSAGES, "stream": True, "max_tokens": 7, "temperature": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("response", "pattern"),
+    [
+        (
+            httpx.Response(404, text='{"error": "model m1 not found"}'),
+            "answered HTTP 404: .*model m1 not found",
+        ),
+        (httpx.Response(503), "answered HTTP 503$"),
+        (httpx.Response(200, content=sse(delta("a")) + b"data: {not json\n\n"), "malformed stream"),
+        (httpx.Response(200, content=sse({"error": {"message": "out of memory"}})), "failed: out of memory"),
+        (httpx.Response(200, content=sse(delta("a"))), "ended the stream before the answer was complete"),
+    ],
+)
+async def test_failures_are_llm_unavailable(response: httpx.Response, pattern: str) -> None:
+    with pytest.raises(LLMUnavailable, match=pattern) as info:
+        await collect(make_llm(lambda _request: response))
+    assert BASE in info.value.message
+
+
+async def test_timeouts_are_llm_unavailable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(LLMUnavailable, match="failed \\(no data within the read timeout\\)"):
+        await collect(make_llm(handler))
+
+
+class _EndlessStream(httpx.AsyncByteStream):
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            yield sse(delta("word "))
+            await asyncio.sleep(0.01)
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+async def test_cancelling_the_consumer_closes_the_http_stream() -> None:
+    stream = _EndlessStream()
+    llm = make_llm(lambda _request: httpx.Response(200, stream=stream))
+    got = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in llm.stream(MESSAGES):
+            got.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(got.wait(), 2)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(stream.closed.wait(), 1)
+    await llm.aclose()
+
+
+async def test_closing_the_generator_closes_the_http_stream() -> None:
+    stream = _EndlessStream()
+    llm = make_llm(lambda _request: httpx.Response(200, stream=stream))
+    async with contextlib.aclosing(llm.stream(MESSAGES)) as deltas:
+        assert await anext(deltas) == "word "
+    assert stream.closed.is_set()
+    await llm.aclose()
