@@ -1,0 +1,75 @@
+"""Logging set-up: one JSON object per line (or plain text), with the session and user of the current task.
+
+``session_id`` / ``user_id`` come from context variables the relay sets per session task (``log_context``), or
+from ``extra=``. Nothing here logs payloads; callers never pass audio, tokens or keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from parley.settings import Settings
+
+session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("parley_session_id", default=None)
+user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("parley_user_id", default=None)
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+
+
+@contextlib.contextmanager
+def log_context(*, session_id: str | None, user_id: str | None) -> Iterator[None]:
+    t1 = session_id_var.set(session_id)
+    t2 = user_id_var.set(user_id)
+    try:
+        yield
+    finally:
+        session_id_var.reset(t1)
+        user_id_var.reset(t2)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "session_id", None) is None:
+            record.session_id = session_id_var.get()
+        if getattr(record, "user_id", None) is None:
+            record.user_id = user_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and value is not None:
+                out[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    if settings.log_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(session_id)s %(user_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn.access",):  # access lines carry query strings; the relay keeps secrets out of URLs
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,283 @@
+"""One accepted session at run time: a TaskGroup of pumps around a ``RelaySession``.
+
+Tasks: client reader, client writer, upstream reader, upstream writer, context runner, timer, lease renewer. The
+first one to end the session raises ``_Ended``, which cancels the rest. Queues are bounded:
+
+- client -> upstream and upstream -> client hold ``relay_queue_size`` frames. When one is full the producer waits
+  (TCP back-pressure to whoever sends too fast; audio is never dropped, which would garble speech and skew the
+  client's truncate position). A peer that accepts nothing for ``client_stall_s`` ends the session (1008).
+- context lookups: 4 requests; when full the oldest is dropped (a newer turn makes it stale anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from parley.errors import UpstreamUnavailable
+from parley.relay.context import Context
+from parley.relay.session import (
+    Action,
+    CloseSession,
+    FetchContext,
+    RelaySession,
+    SessionConfig,
+    ToClient,
+    ToUpstream,
+    TurnDone,
+)
+from parley.relay.upstream import ProviderConfig, Upstream
+
+if TYPE_CHECKING:
+    from parley.relay.gate import Admission
+    from parley.relay.session import AudioRate
+    from parley.relay.state import RelayState
+
+logger = logging.getLogger(__name__)
+
+LIMIT_CODES = frozenset({"audio_rate_limited"})
+
+
+class _Ended(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionRuntime:
+    def __init__(
+        self,
+        state: RelayState,
+        ws: WebSocket,
+        admission: Admission,
+        provider: ProviderConfig,
+        upstream: Upstream,
+        *,
+        audio_rate: AudioRate | None = None,
+    ) -> None:
+        s = state.settings
+        self.state = state
+        self.ws = ws
+        self.admission = admission
+        self.upstream = upstream
+        self.drain_requested = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._drain_grace_s = s.shutdown_grace_s
+        grant = admission.grant
+        cfg = SessionConfig(
+            session_id=admission.session_id,
+            provider=admission.provider,
+            upstream=provider.session,
+            self_interrupts=provider.self_interrupts,
+            max_frame_bytes=s.max_frame_bytes,
+            idle_timeout_s=float(s.idle_timeout_s),
+            max_duration_s=float(s.session_max_duration_s),
+            expiry_warning_s=s.expiry_warning_s,
+            limits={
+                "max_concurrent_sessions": grant.max_concurrent,
+                "sessions_per_hour": grant.per_hour,
+                "max_duration_s": s.session_max_duration_s,
+                "idle_timeout_s": s.idle_timeout_s,
+                "max_audio_ms_per_s": s.max_audio_rate,
+                "max_frame_bytes": s.max_frame_bytes,
+            },
+            quota={
+                "active_sessions": grant.active,
+                "sessions_started_this_hour": grant.starts_in_window,
+                "sessions_left_this_hour": max(0, grant.per_hour - grant.starts_in_window),
+            },
+            expires_at=grant.expires_at,
+        )
+        self.session = RelaySession(cfg, now=time.monotonic(), audio_rate=audio_rate)
+        size = s.relay_queue_size
+        self._to_client: asyncio.Queue[str | CloseSession] = asyncio.Queue(size)
+        self._to_upstream: asyncio.Queue[str] = asyncio.Queue(size)
+        self._contexts: asyncio.Queue[FetchContext] = asyncio.Queue(4)
+        self._stall_s = s.client_stall_s
+        self.close_reason = ""
+
+    def request_drain(self, grace_s: float) -> None:
+        self._drain_grace_s = grace_s
+        self.drain_requested.set()
+
+    async def run(self) -> None:
+        """Pump until the session ends. Never raises for a normal end; the caller closes the upstream."""
+        s = self.state.settings
+        backstop = s.session_max_duration_s + s.shutdown_grace_s + 5.0
+        try:
+            await self._dispatch(self.session.start(time.monotonic()))
+            async with asyncio.timeout(backstop), asyncio.TaskGroup() as tg:
+                tg.create_task(self._client_reader())
+                tg.create_task(self._client_writer())
+                tg.create_task(self._upstream_reader())
+                tg.create_task(self._upstream_writer())
+                tg.create_task(self._context_runner())
+                tg.create_task(self._timer())
+                tg.create_task(self._lease_renewer())
+        except* _Ended as group:
+            self.close_reason = str(group.exceptions[0])
+        except* TimeoutError:
+            self.close_reason = "duration backstop"
+            logger.warning("session outlived its duration backstop; closing")
+            await self._close_ws(1008, "session_duration_limit")
+        finally:
+            self.finished.set()
+
+    # --- dispatch -----------------------------------------------------------------------------------------
+
+    async def _dispatch(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, ToUpstream):
+                await self._put(self._to_upstream, action.data, "upstream")
+            elif isinstance(action, ToClient):
+                if action.error_code is not None:
+                    self._count_error(action.error_code)
+                await self._put(self._to_client, action.data, "client")
+            elif isinstance(action, FetchContext):
+                if self._contexts.full():
+                    self._contexts.get_nowait()
+                self._contexts.put_nowait(action)
+            elif isinstance(action, TurnDone):
+                self.state.metrics.observe_turn(action.provider, action.timings_ms)
+            elif isinstance(action, CloseSession):
+                await self._put(self._to_client, action, "client")
+
+    async def _put(self, queue: asyncio.Queue[Any], item: Any, peer: str) -> None:
+        try:
+            queue.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            pass
+        try:
+            async with asyncio.timeout(self._stall_s):
+                await queue.put(item)
+        except TimeoutError:
+            logger.warning("%s accepted nothing for %.0f s; closing the session", peer, self._stall_s)
+            await self._close_ws(1008, f"{peer}_too_slow")
+            raise _Ended(f"{peer} too slow") from None
+
+    def _count_error(self, code: str) -> None:
+        m = self.state.metrics
+        m.errors_total.labels(code).inc()
+        if code in LIMIT_CODES:
+            m.limit_rejections.labels(code).inc()
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError, OSError):  # already closed by the client or the server
+            await self.ws.close(code, reason)
+
+    # --- tasks --------------------------------------------------------------------------------------------
+
+    async def _client_reader(self) -> None:
+        receive = self.ws.receive
+        session = self.session
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                raise _Ended(f"client closed ({message.get('code')})")
+            text = message.get("text")
+            now = time.monotonic()
+            if text is not None:
+                actions = session.on_client_text(text, now)
+            else:
+                actions = session.on_client_bytes(message.get("bytes") or b"", now)
+            await self._dispatch(actions)
+
+    async def _client_writer(self) -> None:
+        get = self._to_client.get
+        send_text = self.ws.send_text
+        while True:
+            item = await get()
+            if isinstance(item, CloseSession):
+                logger.info("closing session: %s (%d)", item.reason, item.code)
+                await self._close_ws(item.code, item.reason)
+                raise _Ended(item.reason)
+            try:
+                await send_text(item)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                raise _Ended("client gone") from None
+
+    async def _upstream_reader(self) -> None:
+        message = f"the {self.admission.provider} voice provider closed the session"
+        try:
+            async for text in self.upstream:
+                await self._dispatch(self.session.on_upstream_text(text, time.monotonic()))
+        except UpstreamUnavailable as exc:
+            message = exc.message
+        if not self.session.closed:
+            self.state.metrics.upstream_failures.labels(self.admission.provider).inc()
+            logger.warning("upstream lost: %s", message)
+            await self._dispatch(self.session.upstream_lost(message))
+
+    async def _upstream_writer(self) -> None:
+        get = self._to_upstream.get
+        send = self.upstream.send
+        while True:
+            data = await get()
+            try:
+                await send(data)
+            except Exception as exc:  # the reader reports the loss; this side just stops
+                logger.debug("upstream send failed: %s", type(exc).__name__)
+                return
+
+    async def _context_runner(self) -> None:
+        provider = self.state.context
+        timeout_s = self.state.settings.context_timeout_ms / 1000.0
+        outcomes = self.state.metrics.context_outcomes
+        while True:
+            req = await self._contexts.get()
+            context: Context | None = None
+            status = "ok"
+            try:
+                async with asyncio.timeout(timeout_s):
+                    context = await provider.retrieve(req.query, session_id=self.admission.session_id)
+            except TimeoutError:
+                status = "timeout"
+                logger.warning(
+                    "context lookup over %d ms; answering without context", round(timeout_s * 1000)
+                )
+            except Exception as exc:
+                status = "error"
+                logger.warning("context lookup failed (%s); answering without context", type(exc).__name__)
+            outcomes.labels(status).inc()
+            await self._dispatch(self.session.on_context(req.turn, context, status, time.monotonic()))
+
+    async def _timer(self) -> None:
+        session = self.session
+        drain_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if drain_until is None and self.drain_requested.is_set():
+                drain_until = now + self._drain_grace_s
+                await self._dispatch(session.shutdown(now))
+            if drain_until is not None and (not session.busy or now >= drain_until):
+                await self._dispatch(session.close(1001, "server_shutdown", "the relay is shutting down"))
+                return
+            await self._dispatch(session.tick(now))
+            if session.closed:
+                return  # the client writer sends the close and ends the session
+            wake = session.next_deadline() - time.monotonic()
+            wake = max(0.005, min(wake, 0.05 if drain_until is not None else 1.0))
+            if drain_until is not None:
+                await asyncio.sleep(wake)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wake):
+                    await self.drain_requested.wait()
+
+    async def _lease_renewer(self) -> None:
+        limiter = self.state.limiter
+        user, sid = self.admission.principal.user_id, self.admission.session_id
+        period = max(0.5, self.state.settings.session_lease_s / 3.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if not await limiter.renew_session(user, sid):
+                    logger.warning("session lease was lost; the slot may be counted again")
+            except Exception as exc:
+                logger.warning("lease renewal failed: %s", type(exc).__name__)

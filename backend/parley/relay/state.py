@@ -1,0 +1,33 @@
+"""What one relay app holds: settings, verifier, limiter, context provider, metrics, and its live sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from parley.relay.auth import JWTVerifier
+from parley.relay.context import ContextProvider
+from parley.relay.limits.base import Limiter
+from parley.relay.metrics import RelayMetrics
+from parley.relay.upstream import ProviderConfig, Upstream, WebSocketUpstream
+from parley.settings import Settings
+
+if TYPE_CHECKING:
+    from parley.relay.runtime import SessionRuntime
+
+
+def _websocket_upstream(cfg: ProviderConfig) -> Upstream:
+    return WebSocketUpstream(cfg)
+
+
+@dataclass
+class RelayState:
+    settings: Settings
+    verifier: JWTVerifier
+    limiter: Limiter
+    context: ContextProvider
+    metrics: RelayMetrics = field(default_factory=RelayMetrics)
+    upstream_factory: Callable[[ProviderConfig], Upstream] = _websocket_upstream
+    sessions: set[SessionRuntime] = field(default_factory=set)
+    draining: bool = False
