@@ -65,7 +65,6 @@ class MemoryLimiter:
                 oldest = min(user.leases.values())
                 raise too_many_sessions(len(user.leases), self._max_concurrent, oldest - now)
             if len(user.starts) >= self._per_hour:
-                self._forget_if_empty(user_id)
                 raise session_rate_limited(
                     len(user.starts), self._per_hour, user.starts[0] + self._window_s - now
                 )
