@@ -22,9 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Parley voice relay and local voice server")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="all-in-one demo on CPU: relay + local voice server + llama.cpp LLM server")
+    up = sub.add_parser(
+        "up", help="all-in-one demo on CPU: relay + local voice server + llama.cpp LLM server"
+    )
     _add_host_port(up, 8080)
-    up.add_argument("--local-port", type=int, default=0, help="port of the local voice server (default: free)")
+    up.add_argument(
+        "--local-port", type=int, default=0, help="port of the local voice server (default: free)"
+    )
 
     serve = sub.add_parser("serve", help="run the relay alone")
     _add_host_port(serve, 8080)
@@ -32,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local-server", help="run the local voice server alone (STT -> LLM -> TTS)")
     _add_host_port(local, 8090)
 
-    token = sub.add_parser("token", help="mint a JWT signed with PARLEY_JWT_SECRET (printed on the last line)")
+    token = sub.add_parser(
+        "token", help="mint a JWT signed with PARLEY_JWT_SECRET (printed on the last line)"
+    )
     token.add_argument("--user", required=True, help="the user id (JWT sub)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--provider", action="append", help="restrict the user to this provider (repeatable)")
@@ -41,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     turn = bench_sub.add_parser("turn", help="speech_stopped -> transcript -> first token -> first audio")
     turn.add_argument("--turns", type=int, default=20, help="number of spoken turns (default 20)")
-    turn.add_argument("--url", default="", help="an already running local server's ws URL (default: start one)")
+    turn.add_argument(
+        "--url", default="", help="an already running local server's ws URL (default: start one)"
+    )
     turn.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
     relay = bench_sub.add_parser("relay", help="latency the relay adds at 50/100/200 concurrent sessions")
     relay.add_argument("--sessions", default="50,100,200", help="comma-separated concurrency levels")
@@ -66,8 +74,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "token":
         from parley.relay.auth import mint_token
 
-        extra = {"parley_providers": args.provider} if args.provider else None
-        token = mint_token(settings, args.user, ttl_s=args.ttl, extra_claims=extra)
+        extra = {settings.jwt_providers_claim: args.provider} if args.provider else None
+        try:
+            token = mint_token(settings, args.user, ttl_s=args.ttl, extra_claims=extra)
+        except ValueError as exc:
+            sys.stderr.write(f"parley token: {exc} (set PARLEY_JWT_SECRET)\n")
+            return 2
         sys.stdout.write(f"JWT for user {args.user!r}, valid {args.ttl} s:\n{token}\n")
         return 0
     if args.command == "local-server":

@@ -105,7 +105,7 @@ class ChildProcess:
                         f"{self.name} was not ready at {self.ready_url} within {self.ready_timeout_s:.0f} s; "
                         f"last output:\n{self.tail()}"
                     )
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._proc.wait(), 0.2)
 
     async def stop(self) -> None:
@@ -117,7 +117,7 @@ class ChildProcess:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), self.stop_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("%s did not stop in %.0f s; killing it", self.name, self.stop_timeout_s)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -29,12 +29,17 @@ class Settings(BaseSettings):
     stt_beam_size: int = 1
     stt_cpu_threads: int = 0
     stt_partial_interval_ms: int = Field(
-        default=600, description="While the user speaks, re-transcribe the growing utterance this often (0 = off)."
+        default=600,
+        description="While the user speaks, re-transcribe the growing utterance this often (0 = off).",
     )
 
     # --- local voice server: text to speech (Piper) --------------------------------------------------------
-    tts_voice: str = Field(default="", description="Piper .onnx voice path. Empty = the packaged en_US-joe-medium.")
-    tts_voices_dir: str = Field(default="", description="Extra directory searched for <voice>.onnx by voice name.")
+    tts_voice: str = Field(
+        default="", description="Piper .onnx voice path. Empty = the packaged en_US-joe-medium."
+    )
+    tts_voices_dir: str = Field(
+        default="", description="Extra directory searched for <voice>.onnx by voice name."
+    )
 
     # --- local voice server: the LLM (any OpenAI-compatible chat-completions server) -----------------------
     llm_base_url: str = "http://127.0.0.1:8081/v1"
@@ -46,13 +51,17 @@ class Settings(BaseSettings):
     llm_temperature: float = 0.7
 
     # --- local voice server: limits ------------------------------------------------------------------------
-    max_event_bytes: int = Field(default=1_048_576, description="Largest client event accepted (bytes of JSON).")
+    max_event_bytes: int = Field(
+        default=1_048_576, description="Largest client event accepted (bytes of JSON)."
+    )
     max_append_audio_ms: int = Field(default=10_000, description="Largest single input_audio_buffer.append.")
     max_buffer_audio_s: int = Field(default=120, description="Largest uncommitted input buffer.")
     outbound_queue_size: int = 256
 
     # --- `parley up`: the bundled llama.cpp server ---------------------------------------------------------
-    llama_model_path: str = Field(default="", description="GGUF for `parley up`. Empty = the packaged SmolLM2-135M.")
+    llama_model_path: str = Field(
+        default="", description="GGUF for `parley up`. Empty = the packaged SmolLM2-135M."
+    )
     llama_port: int = 0
     llama_threads: int = 2
     llama_ctx: int = 4096
@@ -98,7 +107,6 @@ class Settings(BaseSettings):
         default=6000, ge=1, description="Inbound audio burst allowance (token bucket size)."
     )
 
-
     redis_url: str = ""
     local_realtime_url: str = "ws://127.0.0.1:8090/v1/realtime"
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
@@ -114,19 +122,30 @@ class Settings(BaseSettings):
         description="Instructions the relay sets on every upstream session (clients cannot change them).",
     )
     relay_voice: str = Field(default="marin", description="Output voice for the openai provider.")
-    relay_local_voice: str = Field(default="", description="Output voice for the local provider ('' = its default).")
+    relay_local_voice: str = Field(
+        default="", description="Output voice for the local provider ('' = its default)."
+    )
     local_model: str = Field(default="parley-local", description="?model= sent to the local voice server.")
     openai_model_prefixes: list[str] = Field(
-        default=["gpt-"], description="On /v1/realtime without ?provider=, models with these prefixes go to openai."
+        default=["gpt-"],
+        description="On /v1/realtime without ?provider=, models with these prefixes go to openai.",
     )
     max_frame_bytes: int = Field(default=262_144, description="Largest client frame the relay accepts.")
     context_timeout_ms: int = Field(default=400, description="Time box for the context (knowledge) lookup.")
     upstream_connect_timeout_s: float = 5.0
     relay_queue_size: int = Field(default=256, description="Frames buffered per direction per session.")
-    client_stall_s: float = Field(default=10.0, description="Close a session whose peer accepts no frame this long.")
-    expiry_warning_s: float = Field(default=30.0, description="Warn (parley.session) this long before the limit.")
-    shutdown_grace_s: float = Field(default=10.0, description="On SIGTERM, let answers in flight finish this long.")
-    enable_ticket_endpoint: bool = Field(default=False, description="POST /v1/voice/ticket (`parley up` sets it).")
+    client_stall_s: float = Field(
+        default=10.0, description="Close a session whose peer accepts no frame this long."
+    )
+    expiry_warning_s: float = Field(
+        default=30.0, description="Warn (parley.session) this long before the limit."
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, description="On SIGTERM, let answers in flight finish this long."
+    )
+    enable_ticket_endpoint: bool = Field(
+        default=False, description="POST /v1/voice/ticket (`parley up` sets it)."
+    )
 
     def packaged_hint(self) -> str:
         return "install the local extra: pip install 'parley[local]'"

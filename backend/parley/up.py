@@ -35,7 +35,9 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
     local_port = local_port or free_port()
     async with contextlib.AsyncExitStack() as stack:
         llama = await stack.enter_async_context(LlamaServer(settings))
-        await stack.enter_async_context(local_server_process(settings, local_port, llm_base_url=llama.base_url))
+        await stack.enter_async_context(
+            local_server_process(settings, local_port, llm_base_url=llama.base_url)
+        )
         update: dict[str, object] = {
             "local_realtime_url": f"ws://127.0.0.1:{local_port}/v1/realtime",
             "enable_ticket_endpoint": True,

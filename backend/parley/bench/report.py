@@ -50,7 +50,9 @@ def write_section(name: str, body: str, doc: Path = BENCH_DOC) -> None:
     block = f"{start}\n{body.strip()}\n{end}"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
     logger.info("wrote the %s section of %s", name, doc)

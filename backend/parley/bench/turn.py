@@ -138,7 +138,10 @@ def _report(results: list[TurnTimes], out: Path, *, setup: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "turn.json").write_text(
         json.dumps(
-            [{"question": t.question, "transcript": t.transcript, "error": t.error, **t.stage_ms()} for t in results],
+            [
+                {"question": t.question, "transcript": t.transcript, "error": t.error, **t.stage_ms()}
+                for t in results
+            ],
             indent=1,
         )
     )

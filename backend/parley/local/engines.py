@@ -54,7 +54,11 @@ class TextToSpeech(Protocol):
 
 class ChatLLM(Protocol):
     def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int | None = None, temperature: float | None = None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> AsyncIterator[str]:
         """Stream text deltas from an OpenAI-compatible chat-completions server.
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import secrets
 
-_PREFIX = {"event": "event_", "item": "item_", "response": "resp_", "session": "sess_", "conversation": "conv_"}
+_PREFIX = {
+    "event": "event_",
+    "item": "item_",
+    "response": "resp_",
+    "session": "sess_",
+    "conversation": "conv_",
+}
 
 
 def new_id(kind: str) -> str:
