@@ -78,7 +78,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         try:
             token = mint_token(settings, args.user, ttl_s=args.ttl, extra_claims=extra)
         except ValueError as exc:
-            sys.stderr.write(f"parley token: {exc} (set PARLEY_JWT_SECRET)\n")
+            sys.stderr.write(f"parley token: {exc}\n")
             return 2
         sys.stdout.write(f"JWT for user {args.user!r}, valid {args.ttl} s:\n{token}\n")
         return 0
