@@ -236,3 +236,33 @@ async def _until(predicate, *, timeout_s: float) -> None:  # type: ignore[no-unt
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_tts_bad_voice_is_tts_failed(tmp_path: Path) -> None:
+    from parley.errors import TTSFailed
+    from parley.local.tts import PiperTTS
+
+    tts = PiperTTS(Settings(tts_voice=str(tmp_path / "missing.onnx")))
+    try:
+        with pytest.raises(TTSFailed, match="missing.onnx"):
+            await tts.warmup()
+        assert tts.active_jobs == 0
+    finally:
+        tts.close()
+
+
+async def test_tts_close_ends_open_streams(model_settings: Settings) -> None:
+    from parley.errors import TTSFailed
+    from parley.local.tts import PiperTTS
+
+    tts = PiperTTS(model_settings)
+    stream = tts.synthesize(LONG_TEXT)
+    try:
+        await anext(stream)
+        await asyncio.to_thread(tts.close)  # the worker is waiting for a consumer that does not read
+        assert tts.active_jobs == 0
+        with pytest.raises(TTSFailed, match="closed"):
+            async for _ in stream:
+                pass
+    finally:
+        await stream.aclose()

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ class PiperTTS:
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="parley-tts")
         self._active = 0
+        self._closing = threading.Event()
         self._active_lock = threading.Lock()
 
     @property
@@ -121,7 +122,7 @@ class PiperTTS:
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=QUEUE_CHUNKS + 1)
         slots = threading.Semaphore(
             QUEUE_CHUNKS
-        )  # the worker takes one per chunk; the consumer gives it back
+        )  # the worker takes one per chunk, the consumer gives it back
         stop = threading.Event()
 
         def put(item: bytes | BaseException | None) -> None:
@@ -132,19 +133,10 @@ class PiperTTS:
             with self._active_lock:
                 self._active += 1
             try:
-                piper_voice = self._voice(name)
-                piece = WIRE_RATE * CHUNK_MS // 1000
-                for audio in synthesize_pcm24(piper_voice, text):
-                    for i in range(0, audio.size, piece):
-                        while not slots.acquire(timeout=_POLL_S):
-                            if stop.is_set():
-                                return
-                        if stop.is_set():
-                            return
-                        put(float_to_pcm16(audio[i : i + piece]))
-                    if stop.is_set():
-                        return
-                put(None)
+                if self._produce(text, name, put, slots, stop):
+                    put(None)
+                elif not stop.is_set():
+                    put(TTSFailed("text to speech is closed"))
             except TTSFailed as exc:
                 put(exc)
             except Exception as exc:
@@ -171,6 +163,32 @@ class PiperTTS:
         finally:
             stop.set()
 
+    def _produce(
+        self,
+        text: str,
+        name: str,
+        put: Callable[[bytes], None],
+        slots: threading.Semaphore,
+        stop: threading.Event,
+    ) -> bool:
+        """Worker side: synthesize and hand over pieces. False if stopped (by the consumer or ``close``) early."""
+
+        def stopped() -> bool:
+            return stop.is_set() or self._closing.is_set()
+
+        piper_voice = self._voice(name)
+        piece = WIRE_RATE * CHUNK_MS // 1000
+        for audio in synthesize_pcm24(piper_voice, text):
+            for i in range(0, audio.size, piece):
+                while not slots.acquire(timeout=_POLL_S):
+                    if stopped():
+                        return False
+                if stopped():
+                    return False
+                put(float_to_pcm16(audio[i : i + piece]))
+        return not stopped()
+
     def close(self) -> None:
         """Stop accepting work and wait for running workers (each stops at its next stop-flag check)."""
+        self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
