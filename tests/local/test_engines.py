@@ -266,3 +266,13 @@ async def test_tts_close_ends_open_streams(model_settings: Settings) -> None:
                 pass
     finally:
         await stream.aclose()
+
+
+async def test_build_warmup_and_close_engines(model_settings: Settings) -> None:
+    from parley.local.models import build_engines, close_engines, warmup_engines
+
+    engines = build_engines(model_settings)
+    await warmup_engines(engines)
+    assert engines.tts.voices() == ["en_US-joe-medium"]
+    assert engines.vad(VadParams()).feed(bytes(4800)) == []
+    await close_engines(engines)
