@@ -1,0 +1,81 @@
+"""The generation pipeline of one response: LLM deltas -> phrases -> TTS audio, streamed into ``ResponseRun``.
+
+Audio mode runs two steps at once inside the response's task: the LLM reader cuts the stream into phrases and puts
+them on a small bounded queue (``PHRASE_QUEUE`` phrases; when full, the reader waits — the LLM server keeps
+generating into the socket meanwhile), and the speaker synthesizes phrase after phrase, so phrase 1 is spoken while
+the LLM is still writing phrase 2. Cancelling the response's task stops both at once: the LLM HTTP stream and the
+TTS stream are closed at once, which tells the LLM server and the Piper worker to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from parley.local.engines import Engines
+from parley.local.phrases import PhraseSplitter
+from parley.local.response_run import ResponseRun
+
+Event = dict[str, Any]
+Emit = Callable[[list[Event]], Awaitable[None]]
+PHRASE_QUEUE = 2
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator as soon as we stop reading it (cancel, error, early exit)."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def generate(
+    run: ResponseRun, messages: list[dict[str, str]], engines: Engines, emit: Emit, marks: dict[str, float]
+) -> bool:
+    """Stream the answer into ``run``. Returns True when the LLM hit the token cap (the answer is incomplete).
+    ``marks`` receives monotonic times: ``llm_first_token``, ``first_audio``."""
+    if not run.spec.audio:
+        async with _closing(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
+            async for delta in deltas:
+                marks.setdefault("llm_first_token", time.monotonic())
+                await emit(run.llm_delta(delta))
+        return run.output_tokens >= run.spec.max_tokens
+
+    phrases: asyncio.Queue[str | None] = asyncio.Queue(maxsize=PHRASE_QUEUE)
+
+    async def read_llm() -> None:
+        splitter = PhraseSplitter()
+        async with _closing(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
+            async for delta in deltas:
+                marks.setdefault("llm_first_token", time.monotonic())
+                run.llm_delta(delta)
+                for phrase in splitter.feed(delta):
+                    await phrases.put(phrase)
+        for phrase in splitter.flush():
+            await phrases.put(phrase)
+        await phrases.put(None)
+
+    async def speak() -> None:
+        while (phrase := await phrases.get()) is not None:
+            run.begin_phrase(phrase)
+            tts = engines.tts.synthesize(phrase, voice=run.spec.tts_voice)
+            async with _closing(tts) as chunks:
+                async for pcm in chunks:
+                    marks.setdefault("first_audio", time.monotonic())
+                    await emit(run.audio(pcm))
+            await emit(run.end_phrase())
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(read_llm())
+            tg.create_task(speak())
+    except BaseExceptionGroup as group:  # surface the first failure (LLMUnavailable, TTSFailed) as itself
+        raise group.exceptions[0] from None
+    return run.output_tokens >= run.spec.max_tokens

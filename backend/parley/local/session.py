@@ -1,0 +1,305 @@
+"""``LocalSession``: the runtime of one client's local voice session. It pumps; ``SessionState`` decides.
+
+One ``asyncio.TaskGroup`` holds every task of the session: the reader (client frames -> ``SessionState``), the
+writer (outbound queue -> client), the response task, and transcription tasks (partials while the user speaks, the
+final one per committed item). When the client goes away the reader or writer raises ``_Closed`` and the group
+cancels the rest. The outbound queue is bounded (``settings.outbound_queue_size``); when it is full, producers wait
+(the response pipeline pauses, the reader stops reading), which pushes back on a client that does not read.
+
+Transport-agnostic: ``recv()`` returns the next text frame or None when the client has gone; ``send(text)`` sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.errors import InvalidRequest, ParleyError, STTFailed, error_event
+from parley.local.engines import Engines
+from parley.local.responder import generate
+from parley.local.response_run import ResponseRun, ResponseSpec, Status
+from parley.local.session_state import (
+    CancelResponse,
+    Out,
+    SessionState,
+    SpeechBegan,
+    StartResponse,
+    Transcribe,
+)
+from parley.realtime import server_events as ev
+from parley.realtime.audio import BYTES_PER_MS
+from parley.realtime.events import event_id_of, parse_client_event
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+MIN_PARTIAL_MS = 300
+TRANSCRIPT_WAIT_S = 30.0
+
+
+class _Closed(Exception):
+    """The client went away."""
+
+
+@dataclass(slots=True)
+class _Utterance:
+    """Partial transcriptions of the speech in progress; the final transcription reuses one that covers it."""
+
+    item_id: str
+    start: int
+    stopped: bool = False
+    done: tuple[int, str] | None = None  # (end offset covered, text)
+    inflight: tuple[int, asyncio.Future[str | None]] | None = None
+
+
+@dataclass(slots=True)
+class _Active:
+    task: asyncio.Task[None]
+    reason: str | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+class LocalSession:
+    def __init__(
+        self,
+        settings: Settings,
+        engines: Engines,
+        *,
+        recv: Callable[[], Awaitable[str | bytes | None]],
+        send: Callable[[str], Awaitable[None]],
+        model: str = "parley-local",
+    ) -> None:
+        self.settings = settings
+        self.engines = engines
+        self._recv = recv
+        self._send = send
+        self.state = SessionState(
+            vad_factory=engines.vad,
+            voices=engines.tts.voices(),
+            max_append_ms=settings.max_append_audio_ms,
+            max_buffer_s=settings.max_buffer_audio_s,
+            llm_max_tokens=settings.llm_max_tokens,
+            language=settings.stt_language,
+            model=model,
+        )
+        self._out: asyncio.Queue[Event] = asyncio.Queue(maxsize=settings.outbound_queue_size)
+        self._tg: asyncio.TaskGroup | None = None
+        self._response: _Active | None = None
+        self._pending_tx: dict[str, asyncio.Event] = {}
+        self._utterances: dict[str, _Utterance] = {}
+        self._stopped_at: dict[str, float] = {}
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._writer(), name="writer")
+                await self._apply(self.state.created())
+                tg.create_task(self._reader(), name="reader")
+        except* _Closed:
+            logger.debug("session %s closed", self.state.session_id)
+
+    # --- pumps ------------------------------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        limit = self.settings.max_event_bytes
+        while True:
+            raw = await self._recv()
+            if raw is None:
+                raise _Closed
+            if len(raw) > limit:
+                err = InvalidRequest(
+                    f"Event of {len(raw)} bytes exceeds the limit of {limit} bytes.", code="event_too_large"
+                )
+                await self._emit([error_event(err)])
+                continue
+            try:
+                event = parse_client_event(raw)
+            except InvalidRequest as err:
+                await self._emit([error_event(err, event_id=event_id_of(raw))])
+                continue
+            try:
+                outs = self.state.handle(event)
+            except Exception as exc:  # a bug must not end the session
+                logger.exception("handling %s failed", event.type)
+                outs = [error_event(exc, event_id=event.event_id)]
+            await self._apply(outs)
+
+    async def _writer(self) -> None:
+        while True:
+            event = await self._out.get()
+            try:
+                await self._send(json.dumps(event))
+            except Exception as exc:
+                logger.debug("send failed: %r", exc)
+                raise _Closed from exc
+
+    async def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            await self._out.put(event)
+
+    async def _apply(self, outs: list[Out]) -> None:
+        assert self._tg is not None
+        for out in outs:
+            if isinstance(out, dict):
+                if out["type"] == "input_audio_buffer.speech_stopped":
+                    self._stopped_at[out["item_id"]] = time.monotonic()
+                await self._out.put(out)
+            elif isinstance(out, Transcribe):
+                self._pending_tx[out.item_id] = asyncio.Event()
+                self._tg.create_task(self._transcribe(out), name=f"stt-{out.item_id}")
+            elif isinstance(out, StartResponse):
+                active = _Active(task=None)  # type: ignore[arg-type]
+                active.task = self._tg.create_task(
+                    self._respond(out.spec, active), name=f"resp-{out.spec.id}"
+                )
+                self._response = active
+            elif isinstance(out, CancelResponse):
+                await self._cancel_response(out.reason)
+            elif isinstance(out, SpeechBegan) and self.settings.stt_partial_interval_ms > 0:
+                utt = _Utterance(out.item_id, out.start)
+                self._utterances[out.item_id] = utt
+                self._tg.create_task(self._partials(utt), name=f"partials-{out.item_id}")
+
+    # --- transcription ----------------------------------------------------------------------------------------
+
+    async def _transcribe(self, t: Transcribe) -> None:
+        started = time.monotonic()
+        try:
+            text = await self._final_text(t)
+            outs = self.state.on_transcript(t.item_id, text)
+        except ParleyError as err:
+            logger.warning("transcription of %s failed: %s", t.item_id, err.message)
+            outs = self.state.on_transcript_failed(t.item_id, err)
+        except Exception as exc:
+            logger.exception("transcription of %s failed", t.item_id)
+            outs = self.state.on_transcript_failed(t.item_id, STTFailed(f"transcription failed: {exc}"))
+        finally:
+            self._pending_tx.pop(t.item_id, asyncio.Event()).set()
+        logger.info(
+            "transcribed %s (%d ms audio) in %.0f ms",
+            t.item_id,
+            len(t.pcm) // BYTES_PER_MS,
+            (time.monotonic() - started) * 1000,
+        )
+        await self._apply(outs)
+
+    async def _final_text(self, t: Transcribe) -> str:
+        utt = self._utterances.pop(t.item_id, None)
+        if utt is not None:
+            utt.stopped = True
+            end = utt.start + len(t.pcm)
+            if utt.done is not None and utt.done[0] >= end:
+                logger.info("final transcript of %s: reused a finished partial", t.item_id)
+                return utt.done[1]
+            if utt.inflight is not None and utt.inflight[0] >= end:
+                text = await utt.inflight[1]
+                if text is not None:
+                    logger.info("final transcript of %s: awaited the running partial", t.item_id)
+                    return text
+        return await self.engines.stt.transcribe(t.pcm, language=t.language, prompt=t.prompt)
+
+    async def _partials(self, utt: _Utterance) -> None:
+        """Re-transcribe the growing utterance while the user speaks; emit what extends the previous text."""
+        interval = self.settings.stt_partial_interval_ms / 1000.0
+        shown = ""
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if utt.stopped or self.state.speech_item_id != utt.item_id:
+                    return
+                end = self.state.buffer.end
+                pcm = self.state.buffer.take(utt.start, end)
+                if len(pcm) < MIN_PARTIAL_MS * BYTES_PER_MS:
+                    continue
+                tx = self.state.config.transcription
+                fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+                utt.inflight = (end, fut)
+                try:
+                    text: str | None = await self.engines.stt.transcribe(
+                        pcm, language=tx.language if tx else None, prompt=tx.prompt if tx else None
+                    )
+                except Exception as exc:
+                    logger.info("partial transcription failed: %r", exc)
+                    text = None
+                fut.set_result(text)
+                utt.inflight = None
+                if text is None:
+                    continue
+                utt.done = (end, text)
+                if utt.stopped:
+                    return
+                text = text.strip()
+                if tx is not None and text.startswith(shown) and len(text) > len(shown):
+                    await self._emit([ev.transcription_delta(utt.item_id, text[len(shown) :])])
+                    shown = text
+        finally:
+            if not utt.stopped:
+                self._utterances.pop(utt.item_id, None)
+
+    # --- responses --------------------------------------------------------------------------------------------
+
+    async def _cancel_response(self, reason: str) -> None:
+        active = self._response
+        if active is None or active.task.done():
+            return
+        active.reason = reason
+        active.task.cancel()
+        await asyncio.wait([active.task])  # its closing events (response.done cancelled) are queued by now
+
+    async def _respond(self, spec: ResponseSpec, active: _Active) -> None:
+        run = ResponseRun(spec, self.state.conversation)
+        marks = active.marks
+        marks["start"] = time.monotonic()
+        status: Status = "completed"
+        reason: str | None = None
+        failure: ParleyError | None = None
+        try:
+            await self._emit(run.start())
+            await self._await_transcripts(spec)
+            items = list(spec.input_items) if spec.input_items is not None else None
+            messages = self.state.conversation.llm_messages(spec.instructions, items)
+            if await generate(run, messages, self.engines, self._emit, marks):
+                status, reason = "incomplete", "max_output_tokens"
+        except asyncio.CancelledError:
+            if active.reason is None:
+                raise  # the session is ending
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            status, reason = "cancelled", active.reason
+        except ParleyError as err:
+            logger.warning("response %s failed: %s", spec.id, err.message)
+            status, failure = "failed", err
+        except Exception as exc:
+            logger.exception("response %s failed", spec.id)
+            status, failure = "failed", ParleyError(f"internal error: {type(exc).__name__}")
+        self.state.response_finished(spec.id)
+        if self._response is active:
+            self._response = None
+        closing = run.finish(status, reason=reason, error=failure)
+        if failure is not None:
+            closing.insert(0, error_event(failure, event_id=spec.event_id))
+        closing.insert(-1, ev.parley_timing(spec.id, **self._timings(spec, marks)))
+        await self._emit(closing)
+        logger.info("response %s %s (%s)", spec.id, status, reason or "")
+
+    async def _await_transcripts(self, spec: ResponseSpec) -> None:
+        items = spec.input_items if spec.input_items is not None else tuple(self.state.conversation)
+        waits = [self._pending_tx[i.id].wait() for i in items if i.id in self._pending_tx]
+        if waits:
+            async with asyncio.timeout(TRANSCRIPT_WAIT_S):
+                await asyncio.gather(*waits)
+
+    def _timings(self, spec: ResponseSpec, marks: dict[str, float]) -> dict[str, float]:
+        base = self._stopped_at.pop(spec.trigger_item_id, None) if spec.trigger_item_id else None
+        base = base if base is not None else marks["start"]
+        out = {f"{k}_ms": (v - base) * 1000.0 for k, v in marks.items() if k != "start"}
+        out["response_start_ms"] = (marks["start"] - base) * 1000.0
+        return out

@@ -1,0 +1,234 @@
+"""Fake engines and an in-process harness for ``LocalSession`` tests (no sockets, no models).
+
+- ``EnergyVad``: a scriptable VAD — any 10 ms frame with a sample above 1000 is speech.
+- ``ScriptedLLM``: yields scripted deltas (optionally slowly), records the messages, can be "down".
+- ``WordTTS``: 100 ms of audio per word of each phrase, in 50 ms chunks; records what it spoke and stopped.
+- ``FakeSTT``: returns a scripted transcript, can fail.
+- ``Harness``: runs a session; ``send`` client events, ``expect`` server events; every server event is checked
+  against the stock SDK's pydantic models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import typing
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from openai.types.realtime.realtime_server_event import RealtimeServerEvent
+
+from parley.errors import LLMUnavailable, STTFailed
+from parley.local.engines import Engines, VadEvent, VadParams
+from parley.local.session import LocalSession
+from parley.realtime.audio import BYTES_PER_MS
+from parley.settings import Settings
+
+FRAME = 10 * BYTES_PER_MS
+_SDK_TYPES = {
+    cls.model_fields["type"].annotation.__args__[0]: cls
+    for cls in typing.get_args(typing.get_args(RealtimeServerEvent)[0])
+}
+
+
+def speech(ms: int) -> bytes:
+    return b"\x40\x1f" * (ms * BYTES_PER_MS // 2)  # 8000
+
+
+def silence(ms: int) -> bytes:
+    return bytes(ms * BYTES_PER_MS)
+
+
+def b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode()
+
+
+class EnergyVad:
+    def __init__(self, params: VadParams) -> None:
+        self.p = params
+        self.pos = 0
+        self.speaking = False
+        self.silent_since: int | None = None
+        self._rest = b""
+
+    def feed(self, pcm: bytes) -> list[VadEvent]:
+        data, out = self._rest + pcm, []
+        while len(data) >= FRAME:
+            frame, data = data[:FRAME], data[FRAME:]
+            loud = (
+                max(abs(int.from_bytes(frame[i : i + 2], "little", signed=True)) for i in range(0, FRAME, 32))
+                > 1000
+            )
+            if loud and not self.speaking:
+                self.speaking, self.silent_since = True, None
+                out.append(VadEvent("start", max(0, self.pos - self.p.prefix_padding_ms)))
+            elif loud:
+                self.silent_since = None
+            elif self.speaking:
+                self.silent_since = self.pos if self.silent_since is None else self.silent_since
+                if self.pos + 10 - self.silent_since >= self.p.silence_duration_ms:
+                    self.speaking = False
+                    out.append(VadEvent("stop", self.silent_since))
+            self.pos += 10
+        self._rest = data
+        return out
+
+    def reset(self) -> None:
+        self.speaking, self.silent_since, self._rest = False, None, b""
+
+
+class ScriptedLLM:
+    def __init__(
+        self,
+        deltas: Sequence[str] = ("Hello there, ", "my friend. ", "This is ", "a test."),
+        delay_s: float = 0.0,
+    ) -> None:
+        self.deltas = list(deltas)
+        self.delay_s = delay_s
+        self.down = False
+        self.calls: list[list[dict[str, str]]] = []
+        self.max_tokens: list[int | None] = []
+        self.yielded = 0
+        self.closed = 0
+
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        self.calls.append(messages)
+        self.max_tokens.append(max_tokens)
+        if self.down:
+            raise LLMUnavailable("LLM server at http://127.0.0.1:9/v1 is unreachable (connection refused)")
+        try:
+            for n, delta in enumerate(self.deltas):
+                if max_tokens is not None and n >= max_tokens:
+                    return
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                self.yielded += 1
+                yield delta
+        finally:
+            self.closed += 1
+
+
+class WordTTS:
+    def __init__(self) -> None:
+        self.spoken: list[str] = []
+        self.stopped = 0
+        self.finished = 0
+        self.delay_s = 0.0
+
+    def voices(self) -> list[str]:
+        return ["en_US-joe-medium"]
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+        self.spoken.append(text)
+        total = 100 * len(text.split()) * BYTES_PER_MS
+        try:
+            for off in range(0, total, 50 * BYTES_PER_MS):
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield b"\x01\x00" * (min(50 * BYTES_PER_MS, total - off) // 2)
+            self.finished += 1
+        except GeneratorExit:
+            self.stopped += 1
+            raise
+
+
+class FakeSTT:
+    def __init__(self, text: str = "What is the capital of France?") -> None:
+        self.text = text
+        self.fail = False
+        self.calls = 0
+        self.delay_s = 0.0
+
+    async def transcribe(self, pcm: bytes, *, language: str | None = None, prompt: str | None = None) -> str:
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise STTFailed("speech to text failed: model crashed")
+        return self.text
+
+
+def fake_engines() -> Engines:
+    return Engines(stt=FakeSTT(), tts=WordTTS(), llm=ScriptedLLM(), vad=EnergyVad)
+
+
+class Harness:
+    def __init__(self, engines: Engines, settings: Settings) -> None:
+        self.engines = engines
+        self.settings = settings
+        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.invalid: list[str] = []
+        self.session = LocalSession(settings, engines, recv=self._inbox.get, send=self._send)
+
+    async def _send(self, text: str) -> None:
+        event = json.loads(text)
+        cls = _SDK_TYPES.get(event["type"])
+        if cls is not None:
+            try:
+                cls.model_validate(event)
+            except Exception as exc:
+                self.invalid.append(f"{event['type']}: {exc}")
+        elif not event["type"].startswith("parley."):
+            self.invalid.append(f"not an SDK event type: {event['type']}")
+        await self._outbox.put(event)
+
+    async def send(self, event: dict[str, Any] | str) -> None:
+        await self._inbox.put(event if isinstance(event, str) else json.dumps(event))
+
+    async def append(self, pcm: bytes, chunk_ms: int = 100) -> None:
+        step = chunk_ms * BYTES_PER_MS
+        for off in range(0, len(pcm), step):
+            await self.send({"type": "input_audio_buffer.append", "audio": b64(pcm[off : off + step])})
+
+    async def expect(self, kind: str, wait_s: float = 5.0) -> dict[str, Any]:
+        """The next event of this type (events before it are kept in ``seen``)."""
+        async with asyncio.timeout(wait_s):
+            while True:
+                event = await self._outbox.get()
+                self.seen.append(event)
+                if event["type"] == kind:
+                    return event
+
+    async def collect_until(self, kind: str, wait_s: float = 5.0) -> list[dict[str, Any]]:
+        start = len(self.seen)
+        await self.expect(kind, wait_s)
+        return self.seen[start:]
+
+    async def quiet(self, s: float = 0.1) -> list[dict[str, Any]]:
+        """Events that arrive within ``s`` seconds (for 'nothing else happens')."""
+        got = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(s):
+                while True:
+                    got.append(await self._outbox.get())
+        self.seen += got
+        return got
+
+    async def update(self, **session: Any) -> dict[str, Any]:
+        await self.send({"type": "session.update", "session": {"type": "realtime", **session}})
+        return await self.expect("session.updated")
+
+
+@contextlib.asynccontextmanager
+async def running(engines: Engines | None = None, **settings: Any) -> AsyncIterator[Harness]:
+    opts = {"stt_partial_interval_ms": 0, **settings}
+    h = Harness(engines or fake_engines(), Settings(**opts))
+    task = asyncio.create_task(h.session.run())
+    try:
+        await h.expect("session.created")
+        yield h
+    finally:
+        await h._inbox.put(None)
+        async with asyncio.timeout(5):
+            await task
+    assert not h.invalid, h.invalid
