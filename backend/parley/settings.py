@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_append_audio_ms: int = Field(default=10_000, description="Largest single input_audio_buffer.append.")
     max_buffer_audio_s: int = Field(default=120, description="Largest uncommitted input buffer.")
     outbound_queue_size: int = 256
+    local_api_key: SecretStr = Field(
+        default=SecretStr(""), description="When set, the local voice server requires this Bearer key. Empty = open."
+    )
 
     # --- `parley up`: the bundled llama.cpp server ---------------------------------------------------------
     llama_model_path: str = Field(
