@@ -66,9 +66,11 @@ def provider_config(settings: Settings, provider: str) -> ProviderConfig:
             connect_timeout_s=timeout,
         )
     if provider == "local":
+        local_key = settings.local_api_key.get_secret_value()
         return ProviderConfig(
             name="local",
             url=_with_model(settings.local_realtime_url, settings.local_model),
+            headers={"Authorization": f"Bearer {local_key}"} if local_key else {},
             session=UpstreamSessionConfig(settings.relay_instructions, voice=settings.relay_local_voice),
             connect_timeout_s=timeout,
         )
