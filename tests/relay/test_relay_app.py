@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -18,7 +19,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from openai import AsyncOpenAI
 from relay_fakes import FakeUpstream, fake_upstream
-from relay_harness import AUDIENCE, ISSUER, ORIGIN, Relay, recv_until, relay_settings, running_relay, token
+from relay_harness import (
+    AUDIENCE,
+    ISSUER,
+    ORIGIN,
+    SECRET,
+    Relay,
+    recv_until,
+    relay_settings,
+    running_relay,
+    token,
+)
 
 from parley.relay.context import Context, Passage
 
@@ -336,3 +347,61 @@ async def test_healthz_readyz_and_metrics(relay: Relay) -> None:
         assert name in text
     assert 'parley_limit_rejections_total{reason="too_many_sessions"}' in text
     assert 'parley_errors_total{code="event_not_allowed"}' in text
+
+
+async def test_sigterm_to_parley_serve_drains_open_sessions(tmp_path: Any) -> None:
+    """A real process and a real SIGTERM: clients hear why, the answer in flight finishes, then 1001."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with fake_upstream(n_deltas=8, delta_gap_s=0.1) as slow:
+        env = {
+            **os.environ,
+            "PARLEY_JWT_SECRET": SECRET,
+            "PARLEY_JWT_AUDIENCE": AUDIENCE,
+            "PARLEY_JWT_ISSUER": ISSUER,
+            "PARLEY_LOCAL_REALTIME_URL": slow.url,
+            "PARLEY_SHUTDOWN_GRACE_S": "5",
+            "PARLEY_REDIS_URL": "",
+        }
+        log = (tmp_path / "relay.log").open("wb")
+        argv = ["-m", "parley.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *argv, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            async with httpx.AsyncClient() as client, asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+            url = f"ws://127.0.0.1:{port}/ws/voice"
+            talking = await websockets.connect(
+                url, additional_headers={"Authorization": f"Bearer {token('t1')}"}
+            )
+            await recv_until(talking, "session.created")
+            await talking.send(APPEND)
+            await talking.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await recv_until(talking, "response.created")
+            proc.send_signal(signal.SIGTERM)
+            closing, _ = await recv_until(talking, "parley.session")
+            assert (closing["status"], closing["reason"]) == ("closing", "server_shutdown")
+            done, _ = await recv_until(talking, "response.done", within_s=5)
+            assert done["response"]["status"] == "completed"
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await talking.recv()
+            assert talking.close_code == 1001
+            # uvicorn re-raises the captured SIGTERM after its clean shutdown, so the exit is "killed by SIGTERM"
+            assert await asyncio.wait_for(proc.wait(), 15) in (0, -signal.SIGTERM)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            log.close()
