@@ -1,0 +1,170 @@
+"""The local voice server's HTTP/WebSocket surface: ``WS /v1/realtime`` and ``GET /healthz``.
+
+The WebSocket endpoint only pumps frames into a ``LocalSession``. Any ``model`` query parameter is accepted. The
+local server is an internal service: a Bearer key is accepted as is, unless ``PARLEY_LOCAL_API_KEY`` is set, in
+which case it must match (header ``Authorization: Bearer <key>``, or for browsers the subprotocol
+``openai-insecure-api-key.<key>``); a wrong key is refused with HTTP 401 before the socket is accepted.
+
+``build_engines`` loads and warms the real models (blocking: call it from a thread); ``run_local_server`` is what
+``parley local-server`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from parley.local.engines import Engines
+from parley.local.session import LocalSession
+from parley.logs import log_context
+from parley.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
+
+
+def describe_models(settings: Settings, engines: Engines) -> dict[str, Any]:
+    return {
+        "stt": getattr(engines.stt, "model_ref", type(engines.stt).__name__),
+        "tts": getattr(engines.tts, "default_voice", type(engines.tts).__name__),
+        "voices": list(engines.tts.voices()),
+        "llm": {"base_url": settings.llm_base_url, "model": settings.llm_model},
+        "vad": type(engines.vad).__name__,
+    }
+
+
+def _presented_key(ws: WebSocket) -> str | None:
+    auth = ws.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for proto in ws.scope.get("subprotocols", []):
+        if proto.startswith(KEY_SUBPROTOCOL):
+            return str(proto[len(KEY_SUBPROTOCOL) :])
+    return None
+
+
+async def _deny(ws: WebSocket, status: int, message: str) -> None:
+    body = {"error": {"type": "invalid_request_error", "code": "unauthorized", "message": message}}
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(JSONResponse(body, status_code=status))
+    else:
+        await ws.close(code=1008, reason=message)
+
+
+def create_app(settings: Settings, engines: Engines) -> Starlette:
+    required = settings.local_api_key.get_secret_value()
+    models = describe_models(settings, engines)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "models": models})
+
+    async def realtime(ws: WebSocket) -> None:
+        if required:
+            key = _presented_key(ws) or ""
+            if not hmac.compare_digest(key.encode(), required.encode()):
+                logger.info("refused a realtime connection: wrong or missing API key")
+                await _deny(ws, 401, "A valid API key is required (Authorization: Bearer <key>).")
+                return
+        offered = ws.scope.get("subprotocols", [])
+        await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
+
+        async def recv() -> str | bytes | None:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            text = message.get("text")
+            return text if text is not None else message.get("bytes", b"")
+
+        session = LocalSession(
+            settings,
+            engines,
+            recv=recv,
+            send=ws.send_text,
+            model=ws.query_params.get("model") or "parley-local",
+        )
+        with log_context(session_id=session.state.session_id, user_id=None):
+            logger.info("realtime session opened (model %s)", session.state.config.model)
+            await session.run()
+            logger.info("realtime session closed")
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await close_engines(engines)
+
+    return Starlette(
+        routes=[Route("/healthz", healthz), WebSocketRoute("/v1/realtime", realtime)],
+        lifespan=lifespan,
+    )
+
+
+def build_engines(settings: Settings) -> Engines:
+    """Construct the real engines and warm them up (loads the models, runs each once). Blocking."""
+    from parley.local.llm import OpenAIChatLLM
+    from parley.local.stt import FasterWhisperSTT
+    from parley.local.tts import PiperTTS
+    from parley.local.vad import SileroVadFactory
+
+    stt = FasterWhisperSTT(settings)
+    tts = PiperTTS(settings)
+    vad = SileroVadFactory()
+    llm = OpenAIChatLLM(settings)
+
+    async def warm() -> None:
+        await stt.warmup()
+        await tts.warmup()
+
+    asyncio.run(warm())
+    from parley.local.engines import VadParams
+
+    vad(VadParams()).feed(bytes(24_000))  # 0.5 s of silence through the detector
+    logger.info("local engines ready: stt %s, tts %s, llm %s", stt.model_ref, tts.default_voice, llm.base_url)
+    return Engines(stt=stt, tts=tts, llm=llm, vad=vad)
+
+
+async def close_engines(engines: Engines) -> None:
+    for engine in (engines.stt, engines.tts):
+        close = getattr(engine, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+    aclose = getattr(engines.llm, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def uvicorn_config(settings: Settings, engines: Engines, host: str, port: int) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        create_app(settings, engines),
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_max_size=max(
+            4 * settings.max_event_bytes, 1 << 20
+        ),  # larger frames get an error event, not a close
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+    )
+
+
+def run_local_server(settings: Settings, host: str, port: int) -> None:
+    """``parley local-server``: load the models, then serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    engines = build_engines(settings)
+    uvicorn.Server(uvicorn_config(settings, engines, host, port)).run()
