@@ -1,0 +1,84 @@
+"""What the relay session takes and returns: its configuration, its actions, and one turn's timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from parley.relay import wire
+
+# --- actions ----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ToClient:
+    data: str
+    error_code: str | None = None  # set on error events the relay wrote, for the errors metric
+
+
+@dataclass(slots=True)
+class ToUpstream:
+    data: str
+
+
+@dataclass(slots=True)
+class FetchContext:
+    turn: int
+    query: str
+
+
+@dataclass(slots=True)
+class TurnDone:
+    provider: str
+    timings_ms: dict[str, float | None]
+
+
+@dataclass(slots=True)
+class CloseSession:
+    code: int
+    reason: str
+
+
+Action = ToClient | ToUpstream | FetchContext | TurnDone | CloseSession
+
+
+class AudioRate(Protocol):
+    def allow(self, audio_ms: int, now: float) -> bool: ...
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    session_id: str
+    provider: str
+    upstream: wire.UpstreamSessionConfig
+    self_interrupts: bool = True  # the upstream cancels its own response when the user starts speaking
+    max_frame_bytes: int = 262_144
+    idle_timeout_s: float = 30.0
+    max_duration_s: float = 600.0
+    expiry_warning_s: float = 30.0
+    limits: dict[str, Any] = field(default_factory=dict)
+    quota: dict[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None  # wall clock (epoch seconds), for the client
+
+
+@dataclass(slots=True)
+class Turn:
+    seq: int
+    t0: float  # speech stopped (or the user text item confirmed)
+    t1: float | None = None  # transcript
+    t2: float | None = None  # retrieval done
+    t3: float | None = None  # response.created
+    t4: float | None = None  # first audio delta
+    requested: bool = False  # the relay sent response.create
+    sources: list[str] = field(default_factory=list)
+
+    def timings_ms(self) -> dict[str, float | None]:
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round((t - self.t0) * 1000.0, 1)
+
+        return {
+            "transcript": rel(self.t1),
+            "retrieval": rel(self.t2),
+            "response_created": rel(self.t3),
+            "first_audio": rel(self.t4),
+        }
