@@ -66,7 +66,7 @@ def box_plot(path: Path, series: Mapping[str, Sequence[float]], *, title: str, y
 
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [k for k, v in series.items() if v]
-    ax.boxplot([list(series[k]) for k in labels], labels=labels, showfliers=True)
+    ax.boxplot([list(series[k]) for k in labels], tick_labels=labels, showfliers=True)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
