@@ -43,6 +43,15 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """Plain lines; the session/user tag appears only when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        sid, uid = getattr(record, "session_id", None), getattr(record, "user_id", None)
+        record.tag = f" [{sid or '-'} {uid or '-'}]" if (sid or uid) else ""
+        return super().format(record)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -65,11 +74,11 @@ def setup_logging(settings: Settings) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(session_id)s %(user_id)s] %(message)s")
-        )
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s%(tag)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for name in ("uvicorn.access",):  # access lines carry query strings; the relay keeps secrets out of URLs
+    # uvicorn.access lines carry query strings (the relay keeps secrets out of URLs anyway); httpx logs every
+    # health probe at INFO. Both are noise at INFO.
+    for name in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
