@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     enable_ticket_endpoint: bool = Field(
         default=False, description="POST /v1/voice/ticket (`parley up` sets it)."
     )
+    demo_user: str = Field(
+        default="",
+        description="When set, POST /v1/demo/ticket gives any caller a ticket for this user, no JWT "
+        "(`parley up` sets it to 'demo'). Empty = off. The user's limits still apply.",
+    )
 
     def packaged_hint(self) -> str:
         return "install the local extra: pip install 'parley[local]'"

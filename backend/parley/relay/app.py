@@ -1,8 +1,8 @@
 """The relay app: ``create_relay_app`` (a Starlette app), ``serve_relay`` / ``run_relay`` (uvicorn).
 
 Routes: ``WS /ws/voice`` and ``WS /v1/realtime`` (one handler), ``POST /v1/voice/ticket`` (when
-``enable_ticket_endpoint``), ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, and the demo page at ``/`` when a
-``frontend_demo/`` directory exists.
+``enable_ticket_endpoint``), ``POST /v1/demo/ticket`` (when ``demo_user``; see ``demo``), ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``, and the demo page at ``/`` when a ``frontend_demo/`` directory exists.
 
 Shutdown: uvicorn turns SIGTERM/SIGINT into ``should_exit``; its ``Server.shutdown`` then closes the listening
 socket and kills open WebSockets (1012) *before* the lifespan shutdown runs. So ``serve_relay`` uses a
@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from parley.relay.auth import JWTVerifier
 from parley.relay.context import ContextProvider, NoContext
+from parley.relay.demo import demo_ticket_endpoint
 from parley.relay.endpoint import ticket_endpoint, voice_endpoint
 from parley.relay.limits.base import Limiter
 from parley.relay.ops import drain, healthz, metrics, readyz
@@ -85,6 +86,8 @@ def create_relay_app(
     ]
     if settings.enable_ticket_endpoint:
         routes.append(Route("/v1/voice/ticket", ticket_endpoint, methods=["POST"]))
+    if settings.demo_user:
+        routes.append(Route("/v1/demo/ticket", demo_ticket_endpoint, methods=["POST"]))
     demo = _demo_dir()
     if demo is not None:
         routes.append(Mount("/", app=StaticFiles(directory=demo, html=True), name="demo"))
