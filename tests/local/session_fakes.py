@@ -52,6 +52,7 @@ class EnergyVad:
         self.speaking = False
         self.silent_since: int | None = None
         self._rest = b""
+        self.last_prob = 0.0
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
         data, out = self._rest + pcm, []
@@ -61,6 +62,7 @@ class EnergyVad:
                 max(abs(int.from_bytes(frame[i : i + 2], "little", signed=True)) for i in range(0, FRAME, 32))
                 > 1000
             )
+            self.last_prob = 1.0 if loud else 0.0
             if loud and not self.speaking:
                 self.speaking, self.silent_since = True, None
                 out.append(VadEvent("start", max(0, self.pos - self.p.prefix_padding_ms)))

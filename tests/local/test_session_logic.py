@@ -458,3 +458,17 @@ async def test_partial_transcripts_while_speaking() -> None:
         done = await h.expect("conversation.item.input_audio_transcription.completed")
         assert done["item_id"] == delta["item_id"]
         await h.expect("response.done")
+
+
+async def test_pause_onset_transcription_is_reused_at_speech_end() -> None:
+    engines = fake_engines()
+    engines.stt.delay_s = 0.05  # type: ignore[attr-defined]
+    async with running(
+        engines, stt_partial_interval_ms=60_000
+    ) as h:  # only the pause onset triggers a partial
+        for chunk in [speech(100)] * 6 + [silence(100)] * 7:
+            await h.append(chunk)
+            await asyncio.sleep(0.1)
+        done = await h.expect("conversation.item.input_audio_transcription.completed")
+        assert done["transcript"] == "What is the capital of France?"
+        assert engines.stt.calls == 1  # type: ignore[attr-defined]  # the final reused the pause partial

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from parley.local.engines import Engines
 from parley.local.phrases import PhraseSplitter
 from parley.local.response_run import ResponseRun
 
+logger = logging.getLogger(__name__)
 Event = dict[str, Any]
 Emit = Callable[[list[Event]], Awaitable[None]]
 PHRASE_QUEUE = 2
@@ -64,6 +66,7 @@ async def generate(
 
     async def speak() -> None:
         while (phrase := await phrases.get()) is not None:
+            logger.debug("phrase at +%.0f ms: %r", (time.monotonic() - marks["start"]) * 1000, phrase)
             run.begin_phrase(phrase)
             tts = engines.tts.synthesize(phrase, voice=run.spec.tts_voice)
             async with _closing(tts) as chunks:

@@ -12,6 +12,7 @@ Transport-agnostic: ``recv()`` returns the next text frame or None when the clie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -54,6 +55,8 @@ class _Utterance:
     item_id: str
     start: int
     stopped: bool = False
+    paused: bool = False  # inside a pause we already started a partial for
+    kick: asyncio.Event = field(default_factory=asyncio.Event)
     done: tuple[int, str] | None = None  # (end offset covered, text)
     inflight: tuple[int, asyncio.Future[str | None]] | None = None
 
@@ -130,6 +133,21 @@ class LocalSession:
                 logger.exception("handling %s failed", event.type)
                 outs = [error_event(exc, event_id=event.event_id)]
             await self._apply(outs)
+            if event.type == "input_audio_buffer.append":
+                self._kick_partial_on_pause()
+
+    def _kick_partial_on_pause(self) -> None:
+        """At the onset of a pause, transcribe what was said so far at once: if the pause turns out to be the end
+        of the turn, that transcript is ready (or nearly) when ``speech_stopped`` fires ``silence_duration_ms``
+        later, so the answer does not wait for a transcription."""
+        utt = self._utterances.get(self.state.speech_item_id or "")
+        if utt is None:
+            return
+        if not self.state.speech_paused():
+            utt.paused = False
+        elif not utt.paused:
+            utt.paused = True
+            utt.kick.set()
 
     async def _writer(self) -> None:
         while True:
@@ -206,12 +224,16 @@ class LocalSession:
         return await self.engines.stt.transcribe(t.pcm, language=t.language, prompt=t.prompt)
 
     async def _partials(self, utt: _Utterance) -> None:
-        """Re-transcribe the growing utterance while the user speaks; emit what extends the previous text."""
+        """Re-transcribe the growing utterance while the user speaks (every ``stt_partial_interval_ms``, and at
+        once when a pause begins); emit what extends the previous text as ``...transcription.delta``."""
         interval = self.settings.stt_partial_interval_ms / 1000.0
         shown = ""
         try:
             while True:
-                await asyncio.sleep(interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await utt.kick.wait()
+                utt.kick.clear()
                 if utt.stopped or self.state.speech_item_id != utt.item_id:
                     return
                 end = self.state.buffer.end

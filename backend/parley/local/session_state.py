@@ -143,6 +143,13 @@ class SessionState:
         body = {"type": err.type, "code": err.code, "message": err.message, "param": None}
         return [ev.transcription_failed(item_id, body), error_event(err), ev.item_done(item.to_wire(), None)]
 
+    def speech_paused(self) -> bool:
+        """Speech is in progress but the VAD's latest frame was below threshold: the user may have finished.
+        (Uses the detector's ``last_prob`` when it has one; otherwise always False.)"""
+        td = self.config.turn_detection
+        prob = getattr(self._vad, "last_prob", None)
+        return self.speech_item_id is not None and td is not None and prob is not None and prob < td.threshold
+
     def response_finished(self, response_id: str) -> None:
         if self.active_response_id == response_id:
             self.active_response_id = None
