@@ -201,6 +201,13 @@ async def test_barge_in_then_truncate_and_retrieve(real_port: int) -> None:
         assert len(kept.split()) < len(full.split()), (kept, full)
         assert " ".join(full.split()).startswith(kept)
 
+        # "Wait, stop." is a turn of its own: its answer starts; the client cancels it (and keeps reading, so
+        # the close handshake is not stuck behind unread audio).
+        second = await c.expect("response.created")
+        await c.conn.response.cancel()
+        done = await c.expect("response.done")
+        assert done.response.id == second.response.id and done.response.status in ("cancelled", "completed")
+
 
 @pytest.mark.models
 async def test_manual_commit_mode(real_port: int) -> None:
