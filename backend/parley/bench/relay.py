@@ -246,10 +246,16 @@ def merge(results: Sequence[Result], cpu: dict[str, float], *, seconds: float) -
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
     loadgen_pct = [100.0 * r.cpu_s / seconds for r in results]
+    at = [x for r in results for x in r.rtt_at_s]
+    per_s = [0.0] * max(1, math.ceil(seconds))
+    for t, ms in zip(at, rtt, strict=True):
+        i = min(len(per_s) - 1, max(0, int(t)))
+        per_s[i] = max(per_s[i], ms)
     late_s = summary(late)
     saturated = any(p >= SATURATED_CPU_PCT for p in loadgen_pct) or late_s["p99"] > SATURATED_LATE_MS
     return {
         "rtt_ms": summary(rtt),
+        "rtt_max_ms_per_s": per_s,  # the worst round trip in each second of the window: shows stalls
         "late_ms": late_s,
         "sent": sum(r.sent for r in results),
         "received": len(rtt),
@@ -262,6 +268,7 @@ def merge(results: Sequence[Result], cpu: dict[str, float], *, seconds: float) -
         "cpu_pct": {**cpu, "loadgen": loadgen_pct, "other": other_load_pct({**cpu, "loadgen": loadgen_pct})},
         "loadgen_saturated": saturated,
         "rtt_samples_ms": rtt,
+        "rtt_at_s": at,
     }
 
 
@@ -328,7 +335,7 @@ def _log_run(n: int, mode: str, m: dict[str, Any]) -> None:
         "upstream %.0f loadgen %s machine %.0f%%%s",
         n, mode, m["rtt_ms"]["p50"], m["rtt_ms"]["p99"], m["received"], m["lost"], m["sessions_failed"],
         cpu.get("relay", math.nan), cpu.get("upstream", math.nan), [round(p) for p in cpu["loadgen"]],
-        cpu.get("machine_busy_pct", math.nan), " (LOAD GENERATOR SATURATED)" if m["loadgen_saturated"] else "",
+        cpu.get("machine_busy_pct", math.nan), " (LOAD GENERATOR FELL BEHIND)" if m["loadgen_saturated"] else "",
     )  # fmt: skip
     if m["errors"]:
         logger.warning("%d sessions %s: errors %s", n, mode, m["errors"])

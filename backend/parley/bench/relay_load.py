@@ -56,6 +56,7 @@ class Job:
 @dataclass
 class Result:
     rtt_ms: list[float] = field(default_factory=list)
+    rtt_at_s: list[float] = field(default_factory=list)  # when each counted append left, s into the window
     late_ms: list[float] = field(default_factory=list)  # how late each counted append left vs its schedule
     sent: int = 0  # appends sent inside the measure window
     lost: int = 0  # of those, never answered before the drain deadline
@@ -172,6 +173,7 @@ class Session:
                             self.res.unmatched += 1
                         elif self.win_start <= sent_at < self.win_end:
                             self.res.rtt_ms.append((now - sent_at) * 1000.0)
+                            self.res.rtt_at_s.append(sent_at - self.win_start)
                     elif kind == "error":
                         self.res.error(f"error event: {str(event.get('error'))[:120]}")
                     if self.sender_done.is_set() and not self.outstanding:

@@ -36,7 +36,7 @@ def _finite(v: Any) -> Any:
 
 
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in m.items() if k != "rtt_samples_ms"}
+    return {k: v for k, v in m.items() if k not in ("rtt_samples_ms", "rtt_at_s")}
 
 
 def write_report(runs: Sequence[dict[str, Any]], out: Path, *, setup: dict[str, Any]) -> None:
@@ -136,9 +136,10 @@ def _notes(r: dict[str, Any]) -> list[str]:
         m, n = r[mode], r["sessions"]
         if m["loadgen_saturated"]:
             notes.append(
-                f"{n} sessions, {mode}: the load generator was saturated (a process ≥ 85 % of a core, or appends "
-                f"leaving > 20 ms late at p99: {m['late_ms']['p99']:.1f} ms), so these figures measure the load "
-                "generator as much as the relay."
+                f"{n} sessions, {mode}: the load generator fell behind (CPU "
+                f"{'+'.join(_pct(p) for p in m['cpu_pct']['loadgen'])} % of a core; appends left "
+                f"{m['late_ms']['p99']:.1f} ms late at p99): saturated, or starved of CPU by other processes, so "
+                "these figures measure the load generator as much as the relay."
             )
         other = m["cpu_pct"].get("other", math.nan)
         if isinstance(other, float) and other > NOISY_OTHER_PCT:
@@ -164,7 +165,7 @@ def _markdown(runs: Sequence[dict[str, Any]], setup: dict[str, Any], folder: str
     return f"""## `parley bench relay`
 
 The latency the relay adds to each audio event, at several levels of concurrent sessions streaming real-time audio
-both ways against a fast scripted upstream. {_verdict(runs)}
+both ways against a fast scripted upstream. {_verdict(runs)}{_noise(runs)}
 
 **Setup.** One machine with {setup["cores"]} cores ({setup["machine"]}, Python {setup["python"]}) runs everything:
 the fast upstream (`parley.bench.fast_upstream`, websockets + uvloop), the relay under test (`parley serve`, its own
@@ -195,6 +196,17 @@ Plot: `{folder}/relay.png` (RTT p50/p99 direct vs relay, and the added p50/p99 a
 
 ![relay bench]({folder}/relay.png)
 """
+
+
+def _noise(runs: Sequence[dict[str, Any]]) -> str:
+    others = [r[m]["cpu_pct"].get("other", math.nan) for r in runs for m in ("direct", "relay")]
+    worst = max((o for o in others if isinstance(o, float) and not math.isnan(o)), default=0.0)
+    if worst <= NOISY_OTHER_PCT:
+        return ""
+    return (
+        f"\n\n**Noisy run:** other processes used up to {worst:.0f} % of a core while these figures were taken; "
+        "rerun on a quiet machine before trusting the latencies (the CPU figures are less affected)."
+    )
 
 
 def _verdict(runs: Sequence[dict[str, Any]]) -> str:
