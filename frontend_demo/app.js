@@ -19,6 +19,7 @@ const ui = {
   stats: $("stats"),
 };
 const conversation = new Conversation($("log"));
+const HINT = ui.hint.textContent;
 const MAX_SOCKET_BUFFER = 512 * 1024; // bytes: beyond this the network is stalled; drop mic audio, not memory
 
 const stats = { audioDeltas: 0, audioMs: 0, truncates: 0, turns: 0, errors: 0, micChunks: 0 };
@@ -79,7 +80,8 @@ class Session {
     this.speakingItem = null; // the assistant item whose audio is playing or still streaming
     this.responseActive = false;
     this.cut = new Set(); // interrupted assistant items: their late deltas are dropped
-    this.stopped = false;
+    this.stopped = false; // the user pressed Stop
+    this.ended = false; // cleaned up: closed, refused or stopped
     this.closeReason = "";
     this.timer = 0;
     this.endsAt = 0;
@@ -99,9 +101,12 @@ class Session {
     if (this.stopped) return ws.close(1000, "user stopped");
     setState("live", `Connected · ${provider}`);
     try {
-      this.mic = await Mic.open(this.ctx, (pcm) => this.sendAudio(pcm));
+      const mic = await Mic.open(this.ctx, (pcm) => this.sendAudio(pcm));
+      if (this.ended) return mic.close(); // closed while the microphone was starting
+      this.mic = mic;
       ui.hint.textContent = "Listening — ask a question. Speak over the answer to interrupt.";
     } catch (err) {
+      if (this.ended) return;
       notify(micProblem(err), "warn");
       ui.hint.textContent = "Text only: type below.";
     }
@@ -117,8 +122,8 @@ class Session {
     bump("micChunks");
   }
 
-  sendText(text) {
-    this.bargeIn();
+  async sendText(text) {
+    await this.bargeIn({ cancel: true });
     conversation.newTurn();
     conversation.userText(`text-${Date.now()}`, text, { final: true });
     this.send({
@@ -128,13 +133,15 @@ class Session {
     this.send({ type: "response.create" });
   }
 
-  // Barge-in: stop playback now, drop what is queued, and trim the answer to what was heard.
-  async bargeIn() {
+  // Barge-in: stop playback now, drop what is queued, and trim the answer to what was heard. On speech the
+  // upstream cancels the response itself (interrupt_response); on typed text the page cancels it.
+  async bargeIn({ cancel = false } = {}) {
     const itemId = this.speakingItem;
     if (!itemId || !this.player) return;
     const streaming = this.responseActive;
     this.speakingItem = null;
     this.cut.add(itemId);
+    if (cancel && streaming) this.send({ type: "response.cancel" });
     const { hadQueued } = await this.player.flush();
     if (!hadQueued && !streaming) return; // it had finished: nothing to trim
     const audioEndMs = this.player.playedMs(itemId);
@@ -185,6 +192,7 @@ class Session {
   }
 
   cleanup() {
+    this.ended = true;
     if (session === this) session = null;
     clearInterval(this.timer);
     this.mic?.close();
@@ -192,6 +200,7 @@ class Session {
     this.ctxReady?.then((ctx) => ctx.close()).catch(() => {});
     this.mic = this.player = this.ctx = this.ctxReady = null;
     document.body.classList.remove("hearing", "speaking");
+    ui.hint.textContent = HINT;
   }
 }
 
@@ -214,7 +223,7 @@ const HANDLERS = {
     if (ev.status !== "closed") this.showSession();
   },
   "parley.context"(ev) {
-    conversation.context(ev.turn_id, ev.sources);
+    conversation.context(ev.turn_id, ev.sources, ev.status);
   },
   "parley.turn"(ev) {
     conversation.timings(ev.turn_id, ev.timings_ms || {}, ev.status);

@@ -88,9 +88,10 @@ export class Player {
 
   push(itemId, b64) {
     const samples = base64ToFloat32(b64);
+    const ms = (samples.length * 1000) / RATE; // before the transfer empties it
     this.playing = true;
     this.node.port.postMessage({ type: "push", itemId, samples }, [samples.buffer]);
-    return (samples.length * 1000) / RATE;
+    return ms;
   }
 
   playedMs(itemId) {

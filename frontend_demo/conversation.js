@@ -73,11 +73,12 @@ export class Conversation {
   }
 
   // parley.context: the relay is answering the current turn with these sources.
-  context(turnId, sources) {
+  context(turnId, sources, status) {
     const turn = this.current ?? this.newTurn();
     turn.dataset.turnId = turnId;
     this.turns.set(turnId, turn);
-    if (sources?.length) turn.append(el("p", "meta sources", sources.join(", ")));
+    const found = sources?.length ? sources.join(", ") : "none";
+    turn.append(el("p", "meta sources", status && status !== "ok" ? `${found} (lookup ${status})` : found));
   }
 
   // parley.turn: timings relative to the end of the user's speech.
@@ -87,7 +88,8 @@ export class Conversation {
     const line = el(
       "p",
       "meta timings",
-      `after you stopped: heard ${ms(t.transcript)} · context ${ms(t.retrieval)} · answer started ${ms(t.response_created)} · ` +
+      `from end of question: transcript ${ms(t.transcript)} · context ${ms(t.retrieval)} · ` +
+        `response ${ms(t.response_created)} · ` +
         `first audio ${ms(t.first_audio)}${status && status !== "completed" ? ` · ${status}` : ""}`,
     );
     line.dataset.firstAudioMs = t.first_audio ?? "";

@@ -13,7 +13,8 @@ class CaptureProcessor extends AudioWorkletProcessor {
     this.ringPos = 0;
     this.prev = 0; // the previous low-passed input sample
     this.next = 0; // where the next output sample falls, relative to the current input sample
-    this.chunk = new Int16Array(Math.round((OUT_RATE * chunkMs) / 1000));
+    this.chunkSize = Math.round((OUT_RATE * chunkMs) / 1000);
+    this.chunk = new Int16Array(this.chunkSize);
     this.filled = 0;
     this.peak = 0;
   }
@@ -22,10 +23,10 @@ class CaptureProcessor extends AudioWorkletProcessor {
     const v = Math.max(-1, Math.min(1, value));
     this.peak = Math.max(this.peak, Math.abs(v));
     this.chunk[this.filled++] = v < 0 ? v * 0x8000 : v * 0x7fff;
-    if (this.filled === this.chunk.length) {
+    if (this.filled === this.chunkSize) {
       const pcm = this.chunk.buffer;
-      this.port.postMessage({ pcm, peak: this.peak }, [pcm]);
-      this.chunk = new Int16Array(this.chunk.length);
+      this.port.postMessage({ pcm, peak: this.peak }, [pcm]); // transferred: this.chunk is now empty
+      this.chunk = new Int16Array(this.chunkSize);
       this.filled = 0;
       this.peak = 0;
     }
