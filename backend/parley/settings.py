@@ -30,7 +30,13 @@ class Settings(BaseSettings):
     stt_cpu_threads: int = 0
     stt_partial_interval_ms: int = Field(
         default=600,
-        description="While the user speaks, re-transcribe the growing utterance this often (0 = off).",
+        description="While the user speaks, re-transcribe the growing utterance this often (0 = off). "
+        "The speech so far is transcribed at the onset of each pause either way.",
+    )
+    preemptive_generation: bool = Field(
+        default=True,
+        description="With server VAD answering by itself, start the LLM and the first phrase's speech from the "
+        "pause-onset transcript before speech_stopped; adopted when the turn ends with the same request.",
     )
 
     # --- local voice server: text to speech (Piper) --------------------------------------------------------
@@ -58,7 +64,8 @@ class Settings(BaseSettings):
     max_buffer_audio_s: int = Field(default=120, description="Largest uncommitted input buffer.")
     outbound_queue_size: int = 256
     local_api_key: SecretStr = Field(
-        default=SecretStr(""), description="When set, the local voice server requires this Bearer key. Empty = open."
+        default=SecretStr(""),
+        description="When set, the local voice server requires this Bearer key. Empty = open.",
     )
 
     # --- `parley up`: the bundled llama.cpp server ---------------------------------------------------------
