@@ -2,14 +2,16 @@
 asking a question, against ``parley up`` (llama.cpp + the local voice server + the relay) on loopback ports.
 
 One spoken turn end to end (transcript, answer text, audio actually played, a ``parley.turn`` timing), barge-in
-through the text fallback (playback stopped, ``conversation.item.truncate`` with the milliseconds played), a
-second tab refused by the per-user session limit, and readable refusals from a relay without the demo login.
+through the text fallback and by voice (playback stopped, ``conversation.item.truncate`` with the milliseconds
+played), a second tab refused by the per-user session limit, and readable refusals from a relay without the demo
+login.
 
 ``PARLEY_DEMO_SCREENSHOT=docs/demo.png`` also saves the screenshot for the README.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -68,15 +70,10 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The question as a 48 kHz mono WAV (what chromium's fake capture device reads best)."""
-    pytest.importorskip("piper")
-    from parley.bench.speech import speak
-
-    pcm = np.frombuffer(speak(QUESTION, lead_silence_ms=500, tail_silence_ms=2500), dtype=np.int16)
+def write_wav(path: Path, *parts: bytes) -> Path:
+    """PCM16 24 kHz parts as one 48 kHz mono WAV (what chromium's fake capture device reads best)."""
+    pcm = np.frombuffer(b"".join(parts), dtype=np.int16)
     at_48k = np.interp(np.arange(pcm.size * 2) / 2.0, np.arange(pcm.size), pcm.astype(np.float32))
-    path = tmp_path_factory.mktemp("speech") / "question.wav"
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -85,18 +82,29 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-async def browser(question_wav: Path) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def chromium(wav: Path) -> AsyncIterator[Any]:
+    """Chromium whose microphone plays ``wav`` once from the moment the page opens it."""
     _need_browser()
     from playwright.async_api import async_playwright
 
-    capture = f"--use-file-for-fake-audio-capture={question_wav}%noloop"
+    capture = f"--use-file-for-fake-audio-capture={wav}%noloop"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, capture])
         try:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture(scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    pytest.importorskip("piper")
+    from parley.bench.speech import speak
+
+    question = speak(QUESTION, lead_silence_ms=500, tail_silence_ms=2500)
+    async with chromium(write_wav(tmp_path_factory.mktemp("speech") / "question.wav", question)) as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +219,34 @@ async def test_spoken_question_answered_played_and_interrupted(
     assert (await stats(page))["closeCode"] == "1000"
     assert not problems, problems
     await context.close()
+
+
+@pytest.mark.models
+async def test_speaking_over_the_answer_stops_it(parley_up: str, tmp_path: Path) -> None:
+    """Barge-in by voice: the question, 7 s of silence (the answer plays), then the user talks over it."""
+    pytest.importorskip("piper")
+    from parley.bench.speech import speak
+
+    wav = write_wav(
+        tmp_path / "barge-in.wav",
+        speak(QUESTION, lead_silence_ms=500, tail_silence_ms=7000),
+        speak("Wait, stop please.", lead_silence_ms=0, tail_silence_ms=2500),
+    )
+    async with chromium(wav) as browser:
+        context, page, problems = await new_page(browser)
+        await page.goto(f"{parley_up}/")
+        await page.click("#talk")
+        await wait_for(page, "+document.getElementById('stats').dataset.truncates >= 1", 60)
+        s = await stats(page)
+        # trimmed to what was played: some audio, never more than had arrived (all of it when TTS lags behind)
+        assert 0 < int(s["lastTruncateMs"]) <= int(s["audioMs"]), s
+        assert await page.locator(".msg.assistant.interrupted").count() == 1
+        await wait_for(page, "document.querySelectorAll('.msg.user:not(.pending)').length >= 2", 60)
+        assert "stop" in (await page.locator(".msg.user").nth(1).inner_text()).lower()
+        assert not problems, problems
+        await page.click("#talk")
+        await wait_for(page, "document.body.dataset.state === 'idle'", 10)
+        await context.close()
 
 
 @pytest.fixture(scope="module")
