@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
+from parley import aio
 from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -95,16 +95,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "up":
         from parley.up import run_up
 
-        return asyncio.run(run_up(settings, args.host, args.port, local_port=args.local_port))
+        return aio.run(run_up(settings, args.host, args.port, local_port=args.local_port))
     if args.command == "bench":
         if args.bench == "turn":
             from parley.bench.turn import run_turn_bench
 
-            return asyncio.run(run_turn_bench(settings, turns=args.turns, url=args.url, out=args.out))
+            return aio.run(run_turn_bench(settings, turns=args.turns, url=args.url, out=args.out))
         from parley.bench.relay import run_relay_bench
 
         levels = [int(x) for x in args.sessions.split(",") if x.strip()]
-        return asyncio.run(run_relay_bench(settings, levels=levels, seconds=args.seconds, out=args.out))
+        return aio.run(run_relay_bench(settings, levels=levels, seconds=args.seconds, out=args.out))
     raise AssertionError(args.command)
 
 

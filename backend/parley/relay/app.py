@@ -147,6 +147,6 @@ def run_relay(
     context: ContextProvider | None = None,
 ) -> None:
     """``parley serve``: run the relay until SIGTERM/SIGINT, then drain."""
-    import asyncio
+    from parley import aio
 
-    asyncio.run(serve_relay(settings, host, port, limiter=limiter, context=context))
+    aio.run(serve_relay(settings, host, port, limiter=limiter, context=context))

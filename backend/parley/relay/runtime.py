@@ -1,9 +1,10 @@
 """One accepted session at run time: a TaskGroup of pumps around a ``RelaySession``.
 
-Tasks: client reader, client writer, upstream reader, upstream writer, context runner, timer, lease renewer. The
+Tasks: client reader, client outbox pump, upstream reader, upstream outbox pump, context runner, timer, lease renewer. The
 first one to end the session raises ``_Ended``, which cancels the rest. Queues are bounded:
 
-- client -> upstream and upstream -> client hold ``relay_queue_size`` frames. When one is full the producer waits
+- client -> upstream and upstream -> client are ``Outbox``es: a frame is sent inline when nothing is queued or
+  being sent (no task hop), else queued, ``relay_queue_size`` frames at most. When one is full the producer waits
   (TCP back-pressure to whoever sends too fast; audio is never dropped, which would garble speech and skew the
   client's truncate position). A peer that accepts nothing for ``client_stall_s`` ends the session (1008).
 - context lookups: 4 requests; when full the oldest is dropped (a newer turn makes it stale anyway).
@@ -21,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parley.errors import UpstreamUnavailable
 from parley.relay.context import Context
+from parley.relay.outbox import Outbox
 from parley.relay.session import (
     Action,
     CloseSession,
@@ -95,8 +97,9 @@ class SessionRuntime:
         )
         self.session = RelaySession(cfg, now=time.monotonic(), audio_rate=audio_rate)
         size = s.relay_queue_size
-        self._to_client: asyncio.Queue[str | CloseSession] = asyncio.Queue(size)
-        self._to_upstream: asyncio.Queue[str] = asyncio.Queue(size)
+        self._to_client: Outbox[str | CloseSession] = Outbox(self._send_client, size)
+        self._to_upstream: Outbox[str] = Outbox(self._send_upstream, size)
+        self._upstream_broken = False
         self._contexts: asyncio.Queue[FetchContext] = asyncio.Queue(4)
         self._stall_s = s.client_stall_s
         self.close_reason = ""
@@ -113,9 +116,9 @@ class SessionRuntime:
             await self._dispatch(self.session.start(time.monotonic()))
             async with asyncio.timeout(backstop), asyncio.TaskGroup() as tg:
                 tg.create_task(self._client_reader())
-                tg.create_task(self._client_writer())
+                tg.create_task(self._to_client.pump())
                 tg.create_task(self._upstream_reader())
-                tg.create_task(self._upstream_writer())
+                tg.create_task(self._to_upstream.pump())
                 tg.create_task(self._context_runner())
                 tg.create_task(self._timer())
                 tg.create_task(self._lease_renewer())
@@ -147,15 +150,10 @@ class SessionRuntime:
             elif isinstance(action, CloseSession):
                 await self._put(self._to_client, action, "client")
 
-    async def _put(self, queue: asyncio.Queue[Any], item: Any, peer: str) -> None:
-        try:
-            queue.put_nowait(item)
-            return
-        except asyncio.QueueFull:
-            pass
+    async def _put(self, outbox: Outbox[Any], item: Any, peer: str) -> None:
         try:
             async with asyncio.timeout(self._stall_s):
-                await queue.put(item)
+                await outbox.put(item)
         except TimeoutError:
             logger.warning("%s accepted nothing for %.0f s; closing the session", peer, self._stall_s)
             await self._close_ws(1008, f"{peer}_too_slow")
@@ -188,19 +186,15 @@ class SessionRuntime:
                 actions = session.on_client_bytes(message.get("bytes") or b"", now)
             await self._dispatch(actions)
 
-    async def _client_writer(self) -> None:
-        get = self._to_client.get
-        send_text = self.ws.send_text
-        while True:
-            item = await get()
-            if isinstance(item, CloseSession):
-                logger.info("closing session: %s (%d)", item.reason, item.code)
-                await self._close_ws(item.code, item.reason)
-                raise _Ended(item.reason)
-            try:
-                await send_text(item)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                raise _Ended("client gone") from None
+    async def _send_client(self, item: str | CloseSession) -> None:
+        if isinstance(item, CloseSession):
+            logger.info("closing session: %s (%d)", item.reason, item.code)
+            await self._close_ws(item.code, item.reason)
+            raise _Ended(item.reason)
+        try:
+            await self.ws.send_text(item)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise _Ended("client gone") from None
 
     async def _upstream_reader(self) -> None:
         message = f"the {self.admission.provider} voice provider closed the session"
@@ -214,16 +208,14 @@ class SessionRuntime:
             logger.warning("upstream lost: %s", message)
             await self._dispatch(self.session.upstream_lost(message))
 
-    async def _upstream_writer(self) -> None:
-        get = self._to_upstream.get
-        send = self.upstream.send
-        while True:
-            data = await get()
-            try:
-                await send(data)
-            except Exception as exc:  # the reader reports the loss; this side just stops
-                logger.debug("upstream send failed: %s", type(exc).__name__)
-                return
+    async def _send_upstream(self, data: str) -> None:
+        if self._upstream_broken:
+            return
+        try:
+            await self.upstream.send(data)
+        except Exception as exc:  # the upstream reader reports the loss; this side just stops sending
+            logger.debug("upstream send failed: %s", type(exc).__name__)
+            self._upstream_broken = True
 
     async def _context_runner(self) -> None:
         provider = self.state.context
