@@ -41,6 +41,21 @@ async def test_stt_hears_piper_speech(stt_engine: FasterWhisperSTT) -> None:
     assert "capital" in text and "france" in text
 
 
+@pytest.mark.parametrize("text", ["How far away is the moon?", "Yes.", "Stop."])
+async def test_stt_short_window_hears_what_the_full_window_hears(text: str) -> None:
+    """The shortened encoder window (the default for short utterances) neither loops nor mishears."""
+    from parley.local.stt import FasterWhisperSTT
+
+    heard = []
+    for window in (30.0, 10.0):
+        stt = FasterWhisperSTT(Settings(stt_window_min_s=window))
+        try:
+            heard.append((await stt.transcribe(speak(text))).lower().strip(" .?!"))
+        finally:
+            stt.close()
+    assert heard[0] == heard[1] == text.lower().strip(" .?!")
+
+
 async def test_stt_too_short_audio_is_empty(stt_engine: FasterWhisperSTT) -> None:
     assert await stt_engine.transcribe(b"\x00\x00" * 100) == ""
 
