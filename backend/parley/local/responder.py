@@ -27,8 +27,12 @@ PHRASE_QUEUE = 2
 T = TypeVar("T")
 
 
+def _since(marks: dict[str, float]) -> float:
+    return (time.monotonic() - marks["start"]) * 1000
+
+
 @contextlib.asynccontextmanager
-async def _closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+async def closing_stream(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
     """Close an async generator as soon as we stop reading it (cancel, error, early exit)."""
     try:
         yield stream
@@ -44,7 +48,7 @@ async def generate(
     """Stream the answer into ``run``. Returns True when the LLM hit the token cap (the answer is incomplete).
     ``marks`` receives monotonic times: ``llm_first_token``, ``first_audio``."""
     if not run.spec.audio:
-        async with _closing(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
+        async with closing_stream(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
             async for delta in deltas:
                 marks.setdefault("llm_first_token", time.monotonic())
                 await emit(run.llm_delta(delta))
@@ -54,7 +58,7 @@ async def generate(
 
     async def read_llm() -> None:
         splitter = PhraseSplitter()
-        async with _closing(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
+        async with closing_stream(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
             async for delta in deltas:
                 marks.setdefault("llm_first_token", time.monotonic())
                 run.llm_delta(delta)
@@ -66,12 +70,14 @@ async def generate(
 
     async def speak() -> None:
         while (phrase := await phrases.get()) is not None:
-            logger.debug("phrase at +%.0f ms: %r", (time.monotonic() - marks["start"]) * 1000, phrase)
+            logger.debug("phrase at +%.0f ms: %r", _since(marks), phrase)
             run.begin_phrase(phrase)
             tts = engines.tts.synthesize(phrase, voice=run.spec.tts_voice)
-            async with _closing(tts) as chunks:
+            async with closing_stream(tts) as chunks:
                 async for pcm in chunks:
-                    marks.setdefault("first_audio", time.monotonic())
+                    if "first_audio" not in marks:
+                        marks["first_audio"] = time.monotonic()
+                        logger.debug("first audio at +%.0f ms", _since(marks))
                     await emit(run.audio(pcm))
             await emit(run.end_phrase())
 

@@ -1,8 +1,9 @@
 """``LocalSession``: the runtime of one client's local voice session. It pumps; ``SessionState`` decides.
 
 One ``asyncio.TaskGroup`` holds every task of the session: the reader (client frames -> ``SessionState``), the
-writer (outbound queue -> client), the response task, and transcription tasks (partials while the user speaks, the
-final one per committed item). When the client goes away the reader or writer raises ``_Closed`` and the group
+writer (outbound queue -> client), the response task, transcription tasks (``parley.local.transcripts``: the
+speech so far at each pause onset, optional periodic partials, the final one per committed item) and the
+speculative answer started during a pause (``parley.local.preemptive``). When the client goes away the reader or writer raises ``_Closed`` and the group
 cancels the rest. The outbound queue is bounded (``settings.outbound_queue_size``); when it is full, producers wait
 (the response pipeline pauses, the reader stops reading), which pushes back on a client that does not read.
 
@@ -12,16 +13,16 @@ Transport-agnostic: ``recv()`` returns the next text frame or None when the clie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from parley.errors import InvalidRequest, ParleyError, STTFailed, error_event
 from parley.local.engines import Engines
+from parley.local.preemptive import Plan, Preemptor, adopted_engines
 from parley.local.responder import generate
 from parley.local.response_run import ResponseRun, ResponseSpec, Status
 from parley.local.session_state import (
@@ -32,6 +33,7 @@ from parley.local.session_state import (
     StartResponse,
     Transcribe,
 )
+from parley.local.transcripts import Transcripts
 from parley.realtime import server_events as ev
 from parley.realtime.audio import BYTES_PER_MS
 from parley.realtime.events import event_id_of, parse_client_event
@@ -40,25 +42,11 @@ from parley.settings import Settings
 logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-MIN_PARTIAL_MS = 300
 TRANSCRIPT_WAIT_S = 30.0
 
 
 class _Closed(Exception):
     """The client went away."""
-
-
-@dataclass(slots=True)
-class _Utterance:
-    """Partial transcriptions of the speech in progress; the final transcription reuses one that covers it."""
-
-    item_id: str
-    start: int
-    stopped: bool = False
-    paused: bool = False  # inside a pause we already started a partial for
-    kick: asyncio.Event = field(default_factory=asyncio.Event)
-    done: tuple[int, str] | None = None  # (end offset covered, text)
-    inflight: tuple[int, asyncio.Future[str | None]] | None = None
 
 
 @dataclass(slots=True)
@@ -95,8 +83,20 @@ class LocalSession:
         self._tg: asyncio.TaskGroup | None = None
         self._response: _Active | None = None
         self._pending_tx: dict[str, asyncio.Event] = {}
-        self._utterances: dict[str, _Utterance] = {}
         self._stopped_at: dict[str, float] = {}
+        self._tx = Transcripts(
+            self.state,
+            engines.stt,
+            self._emit,
+            interval_ms=settings.stt_partial_interval_ms,
+            on_paused_text=self._speculate,
+            on_resumed=lambda item_id: self._preempt.discard(item_id, reason="speech resumed"),
+        )
+        self._preempt = Preemptor(engines, self._spawn)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        assert self._tg is not None
+        return self._tg.create_task(coro, name=name)
 
     async def run(self) -> None:
         try:
@@ -134,20 +134,7 @@ class LocalSession:
                 outs = [error_event(exc, event_id=event.event_id)]
             await self._apply(outs)
             if event.type == "input_audio_buffer.append":
-                self._kick_partial_on_pause()
-
-    def _kick_partial_on_pause(self) -> None:
-        """At the onset of a pause, transcribe what was said so far at once: if the pause turns out to be the end
-        of the turn, that transcript is ready (or nearly) when ``speech_stopped`` fires ``silence_duration_ms``
-        later, so the answer does not wait for a transcription."""
-        utt = self._utterances.get(self.state.speech_item_id or "")
-        if utt is None:
-            return
-        if not self.state.speech_paused():
-            utt.paused = False
-        elif not utt.paused:
-            utt.paused = True
-            utt.kick.set()
+                self._tx.on_audio()
 
     async def _writer(self) -> None:
         while True:
@@ -180,17 +167,17 @@ class LocalSession:
                 self._response = active
             elif isinstance(out, CancelResponse):
                 await self._cancel_response(out.reason)
-            elif isinstance(out, SpeechBegan) and self.settings.stt_partial_interval_ms > 0:
-                utt = _Utterance(out.item_id, out.start)
-                self._utterances[out.item_id] = utt
-                self._tg.create_task(self._partials(utt), name=f"partials-{out.item_id}")
+            elif isinstance(out, SpeechBegan):
+                self._preempt.discard(reason="new speech")
+                utt = self._tx.begin(out.item_id, out.start)
+                self._tg.create_task(self._tx.run(utt), name=f"partials-{out.item_id}")
 
     # --- transcription ----------------------------------------------------------------------------------------
 
     async def _transcribe(self, t: Transcribe) -> None:
         started = time.monotonic()
         try:
-            text = await self._final_text(t)
+            text = await self._tx.final_text(t)
             outs = self.state.on_transcript(t.item_id, text)
         except ParleyError as err:
             logger.warning("transcription of %s failed: %s", t.item_id, err.message)
@@ -206,64 +193,21 @@ class LocalSession:
             len(t.pcm) // BYTES_PER_MS,
             (time.monotonic() - started) * 1000,
         )
+        if not any(isinstance(o, StartResponse) and o.spec.trigger_item_id == t.item_id for o in outs):
+            self._preempt.discard(t.item_id, reason="no automatic response")
         await self._apply(outs)
 
-    async def _final_text(self, t: Transcribe) -> str:
-        utt = self._utterances.pop(t.item_id, None)
-        if utt is not None:
-            utt.stopped = True
-            end = utt.start + len(t.pcm)
-            if utt.done is not None and utt.done[0] >= end:
-                logger.info("final transcript of %s: reused a finished partial", t.item_id)
-                return utt.done[1]
-            if utt.inflight is not None and utt.inflight[0] >= end:
-                text = await utt.inflight[1]
-                if text is not None:
-                    logger.info("final transcript of %s: awaited the running partial", t.item_id)
-                    return text
-        return await self.engines.stt.transcribe(t.pcm, language=t.language, prompt=t.prompt)
-
-    async def _partials(self, utt: _Utterance) -> None:
-        """Re-transcribe the growing utterance while the user speaks (every ``stt_partial_interval_ms``, and at
-        once when a pause begins); emit what extends the previous text as ``...transcription.delta``."""
-        interval = self.settings.stt_partial_interval_ms / 1000.0
-        shown = ""
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await utt.kick.wait()
-                utt.kick.clear()
-                if utt.stopped or self.state.speech_item_id != utt.item_id:
-                    return
-                end = self.state.buffer.end
-                pcm = self.state.buffer.take(utt.start, end)
-                if len(pcm) < MIN_PARTIAL_MS * BYTES_PER_MS:
-                    continue
-                tx = self.state.config.transcription
-                fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-                utt.inflight = (end, fut)
-                try:
-                    text: str | None = await self.engines.stt.transcribe(
-                        pcm, language=tx.language if tx else None, prompt=tx.prompt if tx else None
-                    )
-                except Exception as exc:
-                    logger.info("partial transcription failed: %r", exc)
-                    text = None
-                fut.set_result(text)
-                utt.inflight = None
-                if text is None:
-                    continue
-                utt.done = (end, text)
-                if utt.stopped:
-                    return
-                text = text.strip()
-                if tx is not None and text.startswith(shown) and len(text) > len(shown):
-                    await self._emit([ev.transcription_delta(utt.item_id, text[len(shown) :])])
-                    shown = text
-        finally:
-            if not utt.stopped:
-                self._utterances.pop(utt.item_id, None)
+    def _speculate(self, item_id: str, text: str) -> None:
+        """A transcript of the speech so far, made while the user pauses: start the answer it would get."""
+        td = self.state.config.turn_detection
+        text = text.strip()
+        if not (self.settings.preemptive_generation and td and td.create_response and text):
+            return
+        if self.state.active_response_id is not None:
+            return  # this turn will not be answered automatically (or it barges in: the answer is cancelled)
+        spec = self.state.response_spec(trigger=item_id)
+        messages = self.state.conversation.llm_messages(spec.instructions)
+        self._preempt.start(item_id, Plan.of(spec, [*messages, {"role": "user", "content": text}]))
 
     # --- responses --------------------------------------------------------------------------------------------
 
@@ -287,8 +231,17 @@ class LocalSession:
             await self._await_transcripts(spec)
             items = list(spec.input_items) if spec.input_items is not None else None
             messages = self.state.conversation.llm_messages(spec.instructions, items)
-            if await generate(run, messages, self.engines, self._emit, marks):
-                status, reason = "incomplete", "max_output_tokens"
+            adopted = self._preempt.adopt(spec.trigger_item_id, Plan.of(spec, messages))
+            engines = self.engines
+            if adopted is not None:
+                engines = adopted_engines(adopted, engines)
+                marks["preemptive_start"] = adopted.started
+            try:
+                if await generate(run, messages, engines, self._emit, marks):
+                    status, reason = "incomplete", "max_output_tokens"
+            finally:
+                if adopted is not None:
+                    adopted.cancel()  # no-op when it ran to the end
         except asyncio.CancelledError:
             if active.reason is None:
                 raise  # the session is ending

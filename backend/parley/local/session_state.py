@@ -205,6 +205,18 @@ class SessionState:
     def _start_response(
         self, params: ce.ResponseParams | None, *, event_id: str | None, trigger: str | None = None
     ) -> list[Out]:
+        spec = self.response_spec(params, event_id=event_id, trigger=trigger)
+        self.active_response_id = spec.id
+        return [StartResponse(spec)]
+
+    def response_spec(
+        self,
+        params: ce.ResponseParams | None = None,
+        *,
+        event_id: str | None = None,
+        trigger: str | None = None,
+    ) -> ResponseSpec:
+        """The response that ``params`` (None: an automatic one after a turn) would run now. No side effects."""
         cfg = self.config
         p = params or ce.ResponseParams()
         sent = p.model_fields_set
@@ -224,7 +236,7 @@ class SessionState:
                 "conversation must be 'auto' or 'none'.", code="invalid_value", param="response.conversation"
             )
         inputs = tuple(item_from_wire(i, f"response.input.{n}")[0] for n, i in enumerate(p.input or []))
-        spec = ResponseSpec(
+        return ResponseSpec(
             id=new_id("response"),
             instructions=p.instructions if p.instructions is not None else cfg.instructions,
             modalities=modalities,
@@ -238,8 +250,6 @@ class SessionState:
             event_id=event_id,
             trigger_item_id=trigger,
         )
-        self.active_response_id = spec.id
-        return [StartResponse(spec)]
 
 
 # --- handlers, per namespace ------------------------------------------------------------------------------------
