@@ -63,6 +63,9 @@ class LlamaServer:
             "--n_threads", str(settings.llama_threads),
             "--n_ctx", str(settings.llama_ctx),
             "--verbose", "False",
+            # By default a new request makes the running stream end early with a plain [DONE] (a silently cut
+            # answer for another session, or for a speculative answer); queue requests instead.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         self._child = ChildProcess(
             "llama-server",
