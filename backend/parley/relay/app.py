@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -97,18 +97,32 @@ def create_relay_app(
 
 
 class RelayServer(uvicorn.Server):
-    """uvicorn, with the relay's drain before uvicorn closes connections."""
+    """uvicorn, with the relay's drain before uvicorn closes connections.
 
-    def __init__(self, config: uvicorn.Config, state: RelayState) -> None:
+    uvicorn re-raises the SIGTERM/SIGINT it caught once ``serve`` is done, which kills the process on the spot.
+    With ``reraise_signals=False`` (``parley up``) ``serve`` just returns, so the caller can still stop its
+    child processes."""
+
+    def __init__(self, config: uvicorn.Config, state: RelayState, *, reraise_signals: bool = True) -> None:
         super().__init__(config)
         self.relay_state = state
+        self.reraise_signals = reraise_signals
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            if not self.reraise_signals:
+                self._captured_signals.clear()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain(self.relay_state, self.relay_state.settings.shutdown_grace_s)
         await super().shutdown(sockets)
 
 
-def relay_server(app: Starlette, host: str, port: int, **config: object) -> RelayServer:
+def relay_server(
+    app: Starlette, host: str, port: int, *, reraise_signals: bool = True, **config: object
+) -> RelayServer:
     state: RelayState = app.state.relay
     settings = state.settings
     uv_config = uvicorn.Config(
@@ -121,7 +135,7 @@ def relay_server(app: Starlette, host: str, port: int, **config: object) -> Rela
         timeout_graceful_shutdown=5,
         **config,  # type: ignore[arg-type]
     )
-    return RelayServer(uv_config, state)
+    return RelayServer(uv_config, state, reraise_signals=reraise_signals)
 
 
 async def serve_relay(
@@ -131,9 +145,10 @@ async def serve_relay(
     *,
     limiter: Limiter | None = None,
     context: ContextProvider | None = None,
+    reraise_signals: bool = True,
 ) -> None:
     app = create_relay_app(settings, limiter=limiter, context=context)
-    server = relay_server(app, host, port)
+    server = relay_server(app, host, port, reraise_signals=reraise_signals)
     logger.info("relay listening on %s:%d", host, port)
     await server.serve()
 
