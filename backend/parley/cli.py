@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default="", help="an already running local server's ws URL (default: start one)"
     )
     turn.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    turn.add_argument("--via-relay", action="store_true", help="run `parley up` and speak through the relay")
     relay = bench_sub.add_parser("relay", help="latency the relay adds at 50/100/200 concurrent sessions")
     relay.add_argument("--sessions", default="50,100,200", help="comma-separated concurrency levels")
     relay.add_argument("--seconds", type=float, default=10.0, help="seconds of streaming per level")
@@ -100,7 +101,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.bench == "turn":
             from parley.bench.turn import run_turn_bench
 
-            return aio.run(run_turn_bench(settings, turns=args.turns, url=args.url, out=args.out))
+            return aio.run(
+                run_turn_bench(
+                    settings, turns=args.turns, url=args.url, out=args.out, via_relay=args.via_relay
+                )
+            )
         from parley.bench.relay import run_relay_bench
 
         levels = [int(x) for x in args.sessions.split(",") if x.strip()]

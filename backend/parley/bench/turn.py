@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ async def _stream_audio(ws: Any, pcm: bytes) -> None:
             await asyncio.sleep(delay)
 
 
-async def one_turn(url: str, question: str, pcm: bytes, timeout_s: float = 60.0) -> TurnTimes:
+async def one_turn(
+    url: str, question: str, pcm: bytes, timeout_s: float = 60.0, *, token: str = ""
+) -> TurnTimes:
+    """One spoken turn. With ``token`` the URL is a relay: it owns the session, so no session.update is sent."""
     import websockets
 
     times = TurnTimes(question)
@@ -80,15 +84,17 @@ async def one_turn(url: str, question: str, pcm: bytes, timeout_s: float = 60.0)
         "response.output_audio.delta": "first_audio",
         "response.done": "response_done",
     }
-    async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "session.update",
-                    "session": {"type": "realtime", "instructions": "Answer in one short sentence."},
-                }
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with websockets.connect(url, max_size=None, additional_headers=headers) as ws:
+        if not token:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {"type": "realtime", "instructions": "Answer in one short sentence."},
+                    }
+                )
             )
-        )
         async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
             sender = tg.create_task(_stream_audio(ws, pcm))
             async for raw in ws:
@@ -110,22 +116,24 @@ async def one_turn(url: str, question: str, pcm: bytes, timeout_s: float = 60.0)
     return times
 
 
-async def _run(url: str, turns: int) -> list[TurnTimes]:
+async def _run(url: str, turns: int, token: str = "") -> list[TurnTimes]:
     from parley.bench.speech import speak
 
     clips = {q: speak(q, lead_silence_ms=300, tail_silence_ms=1200) for q in QUESTIONS}
     results = []
     # One warm-up turn, not counted: the first call into each model pays one-off costs.
-    await one_turn(url, QUESTIONS[0], clips[QUESTIONS[0]])
+    await one_turn(url, QUESTIONS[0], clips[QUESTIONS[0]], token=token)
     for i in range(turns):
         q = QUESTIONS[i % len(QUESTIONS)]
-        t = await one_turn(url, q, clips[q])
+        t = await one_turn(url, q, clips[q], token=token)
         logger.info("turn %d: %s -> %s", i + 1, q, {k: round(v) for k, v in t.stage_ms().items()})
         results.append(t)
     return results
 
 
-def _report(results: list[TurnTimes], out: Path, *, setup: str) -> None:
+def _report(results: list[TurnTimes], out: Path, *, setup: str, via_relay: bool) -> None:
+    name = "turn_relay" if via_relay else "turn"
+    where = "Through the relay" if via_relay else "Local voice server"
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     for t in results:
         for k, v in t.stage_ms().items():
@@ -136,7 +144,7 @@ def _report(results: list[TurnTimes], out: Path, *, setup: str) -> None:
         s = summary(per_stage[stage])
         rows.append([stage, int(s["n"]), s["p50"], s["p95"], s["min"], s["max"]])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "turn.json").write_text(
+    (out / f"{name}.json").write_text(
         json.dumps(
             [
                 {"question": t.question, "transcript": t.transcript, "error": t.error, **t.stage_ms()}
@@ -145,26 +153,35 @@ def _report(results: list[TurnTimes], out: Path, *, setup: str) -> None:
             indent=1,
         )
     )
-    plot = out / "turn.png"
-    box_plot(plot, per_stage, title="Local voice server: ms after speech_stopped", ylabel="ms")
+    plot = out / f"{name}.png"
+    box_plot(plot, per_stage, title=f"{where}: ms after speech_stopped", ylabel="ms")
     errors = sum(1 for t in results if t.error)
     body = (
-        "## `parley bench turn`\n\n"
+        f"## `parley bench turn{' --via-relay' if via_relay else ''}`\n\n"
         f"{setup}\n\n{len(results)} turns, {errors} with an error event. Milliseconds after "
         "`input_audio_buffer.speech_stopped`:\n\n"
         + md_table(["stage", "n", "p50 ms", "p95 ms", "min", "max"], rows)
         + f"\n\n![turn stages]({plot.relative_to(Path('docs')) if plot.is_relative_to('docs') else plot})\n"
     )
-    write_section("turn", body)
+    write_section(name.replace("_", "-"), body)
 
 
-async def run_turn_bench(settings: Settings, *, turns: int, url: str, out: str) -> int:
+async def run_turn_bench(
+    settings: Settings, *, turns: int, url: str, out: str, via_relay: bool = False
+) -> int:
     setup = (
         "Packaged models on CPU: faster-whisper tiny.en int8, SmolLM2-135M-Instruct Q4_1 on llama.cpp's server, "
         "Piper en_US-joe-medium; questions spoken by Piper and streamed at real-time pace in 40 ms chunks."
     )
+    token = ""
     async with contextlib.AsyncExitStack() as stack:
-        if not url:
+        if via_relay:
+            setup += (
+                " Through the relay (`parley up`: relay → local voice server, which the relay configures with "
+                "`create_response=false` and answers with its own `response.create` after the transcript)."
+            )
+            url, token = await stack.enter_async_context(_parley_up(settings))
+        elif not url:
             from parley.llama_server import LlamaServer
             from parley.procs import free_port
             from parley.up import local_server_process
@@ -173,6 +190,32 @@ async def run_turn_bench(settings: Settings, *, turns: int, url: str, out: str) 
             port = free_port()
             await stack.enter_async_context(local_server_process(settings, port, llm_base_url=llama.base_url))
             url = f"ws://127.0.0.1:{port}/v1/realtime?model=parley-local"
-        results = await _run(url, turns)
-    _report(results, Path(out), setup=setup)
+        results = await _run(url, turns, token)
+    _report(results, Path(out), setup=setup, via_relay=via_relay)
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _parley_up(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+    """A real ``parley up`` child with a known secret and limits that a benchmark's many sessions fit in."""
+    import os
+    import secrets
+    import sys
+
+    from pydantic import SecretStr
+
+    from parley.procs import ChildProcess, free_port
+    from parley.relay.auth import mint_token
+
+    secret = secrets.token_urlsafe(32)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PARLEY_JWT_SECRET": secret,
+        "PARLEY_SESSIONS_PER_HOUR": "100000",
+        "PARLEY_LOG_JSON": "false",
+    }
+    argv = [sys.executable, "-m", "parley.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
+    async with ChildProcess("parley-up", argv, env=env, ready_url=f"http://127.0.0.1:{port}/readyz"):
+        token = mint_token(settings.model_copy(update={"jwt_secret": SecretStr(secret)}), "bench", ttl_s=3600)
+        yield f"ws://127.0.0.1:{port}/v1/realtime?provider=local", token
