@@ -130,6 +130,7 @@ def relay_server(
         host=host,
         port=port,
         ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),  # the session answers frame_too_large itself
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         log_config=None,
         timeout_graceful_shutdown=5,
