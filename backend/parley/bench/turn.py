@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from parley.bench.report import box_plot, md_table, summary, write_section
-from parley.realtime.audio import BYTES_PER_MS, pcm_to_b64
+from parley.realtime.audio import BYTES_PER_MS, WIRE_RATE, pcm_to_b64
 from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,16 @@ QUESTIONS = [
 ]
 CHUNK_MS = 40
 STAGES = ["transcript", "response_created", "llm_first_token", "first_audio", "response_done"]
+# What the person hears: from the acoustic end of their speech (not the VAD's speech_stopped, which comes a
+# silence_duration_ms later) to the first audio of the answer.
+USER_STAGE = "speech_end_to_first_audio"
+
+
+def acoustic_end_ms(pcm: bytes, threshold: int = 500) -> float:
+    """Where the last sample louder than ``threshold`` (about -36 dBFS) lies, in ms from the clip's start."""
+    samples = np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32))
+    loud = np.flatnonzero(samples > threshold)
+    return 0.0 if loud.size == 0 else float(loud[-1] + 1) * 1000.0 / WIRE_RATE
 
 
 @dataclass
@@ -52,15 +64,20 @@ class TurnTimes:
         t0 = self.marks.get("speech_stopped")
         if t0 is None:
             return {}
-        out = {k: (v - t0) * 1000.0 for k, v in self.marks.items() if k != "speech_stopped"}
+        out = {
+            k: (v - t0) * 1000.0 for k, v in self.marks.items() if k not in ("speech_stopped", "speech_end")
+        }
         if "llm_first_token_ms" in self.server:
             out["llm_first_token"] = self.server["llm_first_token_ms"]
+        if "speech_end" in self.marks and "first_audio" in self.marks:
+            out[USER_STAGE] = (self.marks["first_audio"] - self.marks["speech_end"]) * 1000.0
         return out
 
 
-async def _stream_audio(ws: Any, pcm: bytes) -> None:
+async def _stream_audio(ws: Any, pcm: bytes, times: TurnTimes) -> None:
     step = CHUNK_MS * BYTES_PER_MS
     start = time.monotonic()
+    times.marks["speech_end"] = start + acoustic_end_ms(pcm) / 1000.0  # paced in real time from here
     for i, off in enumerate(range(0, len(pcm), step)):
         chunk = pcm[off : off + step]
         await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm_to_b64(chunk)}))
@@ -96,7 +113,7 @@ async def one_turn(
                 )
             )
         async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
-            sender = tg.create_task(_stream_audio(ws, pcm))
+            sender = tg.create_task(_stream_audio(ws, pcm, times))
             async for raw in ws:
                 now = time.monotonic()
                 event = json.loads(raw)
@@ -139,10 +156,22 @@ def _report(results: list[TurnTimes], out: Path, *, setup: str, via_relay: bool)
         for k, v in t.stage_ms().items():
             if k in per_stage:
                 per_stage[k].append(v)
+    user = [t.stage_ms()[USER_STAGE] for t in results if USER_STAGE in t.stage_ms()]
     rows = []
     for stage in STAGES:
         s = summary(per_stage[stage])
         rows.append([stage, int(s["n"]), s["p50"], s["p95"], s["min"], s["max"]])
+    u = summary(user)
+    rows.append(
+        [
+            f"*{USER_STAGE}* (from the acoustic end of speech)",
+            int(u["n"]),
+            u["p50"],
+            u["p95"],
+            u["min"],
+            u["max"],
+        ]
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(
         json.dumps(
