@@ -223,13 +223,14 @@ async def test_spoken_question_answered_played_and_interrupted(
 
 @pytest.mark.models
 async def test_speaking_over_the_answer_stops_it(parley_up: str, tmp_path: Path) -> None:
-    """Barge-in by voice: the question, 7 s of silence (the answer plays), then the user talks over it."""
+    """Barge-in by voice: a request for a long answer, 4 s of silence (the answer plays), then the user talks
+    over it. (A short answer could finish before the interruption; a story at 256 tokens runs far longer.)"""
     pytest.importorskip("piper")
     from parley.bench.speech import speak
 
     wav = write_wav(
         tmp_path / "barge-in.wav",
-        speak(QUESTION, lead_silence_ms=500, tail_silence_ms=7000),
+        speak("Tell me a long story about a brave knight.", lead_silence_ms=500, tail_silence_ms=4000),
         speak("Wait, stop please.", lead_silence_ms=0, tail_silence_ms=2500),
     )
     async with chromium(wav) as browser:

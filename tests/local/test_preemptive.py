@@ -84,14 +84,28 @@ async def test_different_words_conversation_or_settings_discard() -> None:
             assert engines.llm.closed == 1  # type: ignore[attr-defined]  # the LLM stream was closed
 
 
-async def test_another_turn_or_a_manual_response_discards() -> None:
+async def test_another_turn_discards_a_manual_response_adopts_only_its_exact_request() -> None:
     engines = fake_engines()
     async with preemptor(engines) as p:
         p.start("item_1", plan())
         assert p.adopt("item_2", plan()) is None
         p.start("item_1", plan())
-        assert p.adopt(None, plan()) is None
+        assert p.adopt(None, plan(max_tokens=5)) is None  # a client's response.create asking something else
         assert p.discarded == 2 and p.adopted == 0
+        p.start("item_1", plan())
+        adopted = p.adopt(None, plan())  # the relay's response.create after the same transcript, no context
+        assert adopted is not None and p.adopted == 1 and p.current is None
+
+
+async def test_final_transcript_with_other_words_discards() -> None:
+    engines = fake_engines()
+    async with preemptor(engines) as p:
+        p.start("item_1", plan())
+        said = plan().messages[-1][1]
+        p.keep_if_words("item_1", f"  {said} ")
+        assert p.current is not None
+        p.keep_if_words("item_1", said + " and more")
+        assert p.current is None and p.discarded == 1
 
 
 async def test_discard_only_hits_its_own_turn_and_start_keeps_an_equal_run() -> None:
@@ -205,11 +219,45 @@ async def test_session_without_preemptive_generation() -> None:
         assert h.session._preempt.adopted == 0 and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
 
 
-async def test_no_speculation_without_create_response() -> None:
+async def test_without_create_response_the_clients_response_create_adopts_an_identical_request() -> None:
+    """The relay's path: it answers the turn itself after the transcript. With nothing injected, its
+    response.create is the speculated request and adopts it; nothing is sent before it."""
     engines = fake_engines()
     async with running(engines) as h:
         await h.update(audio={"input": {"turn_detection": {"type": "server_vad", "create_response": False}}})
         await _spoken_turn(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         await h.quiet(0.2)
-        assert engines.llm.calls == []  # type: ignore[attr-defined]
+        assert h.session._preempt.current is not None  # kept for the client's response.create
+        assert len(engines.llm.calls) == 1  # type: ignore[attr-defined]
+        await h.send({"type": "response.create"})
+        events = await h.collect_until("response.done")
+        assert h.session._preempt.adopted == 1 and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
+        transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
+        assert transcript["transcript"] == "Hello there, my friend. This is a test."
+
+
+async def test_without_create_response_injected_context_discards_the_speculation() -> None:
+    engines = fake_engines()
+    async with running(engines) as h:
+        await h.update(audio={"input": {"turn_detection": {"type": "server_vad", "create_response": False}}})
+        await _spoken_turn(h)
+        await h.expect("conversation.item.input_audio_transcription.completed")
+        await h.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "system",
+                    "content": [{"type": "input_text", "text": "Paris is the capital of France."}],
+                },
+            }
+        )
+        await h.expect("conversation.item.done")
+        await h.send({"type": "response.create"})
+        await h.expect("response.done")
+        assert h.session._preempt.adopted == 0 and h.session._preempt.discarded >= 1
+        calls = engines.llm.calls  # type: ignore[attr-defined]
+        assert (
+            len(calls) == 2 and {"role": "system", "content": "Paris is the capital of France."} in calls[1]
+        )

@@ -1,6 +1,7 @@
 """Synthetic test speech: ``speak(text)`` returns PCM16 mono 24 kHz audio of Piper reading ``text``.
 
-Blocking and cached per (text, padding) in this process; for tests and benchmarks, never for serving.
+Blocking, repeatable (Piper's noise off) and cached per (text, padding) in this process; for tests and benchmarks,
+never for serving.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ def _voice() -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _speak(text: str, lead_silence_ms: int, tail_silence_ms: int) -> bytes:
+    from piper import SynthesisConfig
+
     from parley.local.tts import synthesize_pcm24
 
+    # Piper samples noise (VITS noise_scale / noise_w) by default, so the same text came out different on every
+    # run, now and then misheard ("France" as "friends"): tests and benchmarks use noise-free, repeatable speech,
+    # 10% slower than Piper's default, at which tiny.en hears every bench question's key words.
+    still = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=1.1)
     with _lock:
-        parts = list(synthesize_pcm24(_voice(), text))
+        parts = list(synthesize_pcm24(_voice(), text, still))
     speech = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     lead = np.zeros(WIRE_RATE * lead_silence_ms // 1000, dtype=np.float32)
     tail = np.zeros(WIRE_RATE * tail_silence_ms // 1000, dtype=np.float32)

@@ -1,13 +1,14 @@
 """Preemptive generation: start the answer while the user pauses, before ``speech_stopped``.
 
-With server VAD answering by itself (``create_response``), the transcript of the speech so far is ready soon after
+With server VAD on, the transcript of the speech so far is ready soon after
 the onset of a pause (``parley.local.transcripts``), while the VAD still waits ``silence_duration_ms`` to be sure
 the turn is over. From that transcript the session builds the ``Plan`` of the response it would run if the turn
 ended now (the exact LLM messages, token cap, modalities and voice) and ``Preemptor.start`` runs a
 ``Speculation``: the LLM stream and, for audio, the synthesis of the first phrase, read into bounded buffers.
 Nothing is sent to the client and nothing is added to the conversation.
 
-When the real response starts it computes its own plan and calls ``Preemptor.adopt``. Same turn, same plan, no
+When the real response starts (automatic with ``create_response``; else the client's ``response.create``, e.g. the
+relay's after its context lookup) it computes its own plan and calls ``Preemptor.adopt``. Same turn, same plan, no
 failure: it gets the speculation and runs its usual pipeline on ``adopted_engines``, which serve the buffered
 deltas and audio first and then the live rest of the same streams, so the response is exactly one generated after
 ``speech_stopped``, only earlier. Anything else (other words, an edited conversation, a changed session, a manual
@@ -255,12 +256,20 @@ class Preemptor:
         cur.cancel()
         logger.debug("discarded the speculation for %s: %s", cur.item_id, reason)
 
+    def keep_if_words(self, item_id: str, text: str) -> None:
+        """The final transcript of ``item_id`` is known: a speculation made from other words is of no use."""
+        cur = self.current
+        if cur is not None and cur.item_id == item_id and cur.plan.messages[-1] != ("user", text.strip()):
+            self.discard(reason="final transcript differs")
+
     def adopt(self, item_id: str | None, plan: Plan) -> Speculation | None:
-        """The speculation if it made exactly this response for this turn; otherwise discard it and None."""
+        """The speculation if it made exactly this response; otherwise discard it and None. ``item_id`` is the
+        turn that triggered an automatic response, or None for a client's ``response.create``, which may adopt
+        any speculation whose request is exactly its own (equal plans make equal requests)."""
         cur = self.current
         if cur is None:
             return None
-        if cur.item_id == item_id and cur.plan == plan and cur.error is None:
+        if (item_id is None or cur.item_id == item_id) and cur.plan == plan and cur.error is None:
             self.current = None
             self.adopted += 1
             logger.info("adopted the speculation for %s (started %.0f ms ago)", item_id, cur.age_ms())

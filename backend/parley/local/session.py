@@ -176,6 +176,7 @@ class LocalSession:
 
     async def _transcribe(self, t: Transcribe) -> None:
         started = time.monotonic()
+        text = ""
         try:
             text = await self._tx.final_text(t)
             outs = self.state.on_transcript(t.item_id, text)
@@ -193,7 +194,12 @@ class LocalSession:
             len(t.pcm) // BYTES_PER_MS,
             (time.monotonic() - started) * 1000,
         )
-        if not any(isinstance(o, StartResponse) and o.spec.trigger_item_id == t.item_id for o in outs):
+        td = self.state.config.turn_detection
+        if td is not None and not td.create_response:
+            # The client answers the turn itself (the relay, after injecting context): keep a speculation made
+            # from these exact words for its response.create; ``adopt`` checks the whole request then.
+            self._preempt.keep_if_words(t.item_id, text)
+        elif not any(isinstance(o, StartResponse) and o.spec.trigger_item_id == t.item_id for o in outs):
             self._preempt.discard(t.item_id, reason="no automatic response")
         await self._apply(outs)
 
@@ -201,7 +207,7 @@ class LocalSession:
         """A transcript of the speech so far, made while the user pauses: start the answer it would get."""
         td = self.state.config.turn_detection
         text = text.strip()
-        if not (self.settings.preemptive_generation and td and td.create_response and text):
+        if not (self.settings.preemptive_generation and td and text):
             return
         if self.state.active_response_id is not None:
             return  # this turn will not be answered automatically (or it barges in: the answer is cancelled)

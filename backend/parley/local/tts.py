@@ -62,9 +62,9 @@ def load_voice(model: Path, config: Path | None = None, *, threads: int = 0) -> 
     return voice
 
 
-def synthesize_pcm24(voice: Any, text: str) -> Iterator[np.ndarray]:
+def synthesize_pcm24(voice: Any, text: str, syn_config: Any = None) -> Iterator[np.ndarray]:
     """Float32 24 kHz audio for ``text``, one array per sentence as Piper makes it (blocking)."""
-    for chunk in voice.synthesize(text):
+    for chunk in voice.synthesize(text, syn_config=syn_config):
         yield resample(chunk.audio_float_array.astype(np.float32), int(chunk.sample_rate), WIRE_RATE)
 
 
