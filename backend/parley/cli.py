@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM (see parley.aio)
+        return 143
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,14 +8,11 @@ the relay gracefully, then the children.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import secrets
-import signal
 import sys
-from typing import Any
 
 from parley.llama_server import LlamaServer
 from parley.procs import ChildProcess, free_port
@@ -36,22 +33,8 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
     from parley.relay.app import serve_relay
 
     local_port = local_port or free_port()
-    # Until the relay installs its own handlers, SIGTERM cancels the start-up so the children are still stopped.
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    try:
-        return await _up(settings, host, port, local_port, serve_relay)
-    except asyncio.CancelledError:
-        logger.info("stopped during start-up")
-        return 143
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-
-
-async def _up(settings: Settings, host: str, port: int, local_port: int, serve_relay: Any) -> int:
-    loop = asyncio.get_running_loop()
+    # Until the relay takes the signals over, SIGTERM cancels this task (parley.aio), so the exit stack still
+    # stops the children that have started.
     async with contextlib.AsyncExitStack() as stack:
         llama = await stack.enter_async_context(LlamaServer(settings))
         await stack.enter_async_context(
@@ -70,7 +53,6 @@ async def _up(settings: Settings, host: str, port: int, local_port: int, serve_r
         relay_settings = settings.model_copy(update=update)
         logger.info("Parley is up: open http://%s:%d/", host, port)
         # SIGTERM/SIGINT end serve_relay (after the relay's drain); the exit stack then stops the children.
-        loop.remove_signal_handler(signal.SIGTERM)
         await serve_relay(relay_settings, host, port, reraise_signals=False)
         logger.info("relay stopped; stopping the local voice server and the LLM server")
     return 0

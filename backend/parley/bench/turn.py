@@ -176,7 +176,7 @@ def _report(results: list[TurnTimes], out: Path, *, setup: str, via_relay: bool)
     (out / f"{name}.json").write_text(
         json.dumps(
             [
-                {"question": t.question, "transcript": t.transcript, "error": t.error, **t.stage_ms()}
+                {"question": t.question, "heard": t.transcript, "error": t.error, **t.stage_ms()}
                 for t in results
             ],
             indent=1,

@@ -14,8 +14,10 @@ first drain).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -150,6 +152,9 @@ async def serve_relay(
 ) -> None:
     app = create_relay_app(settings, limiter=limiter, context=context)
     server = relay_server(app, host, port, reraise_signals=reraise_signals)
+    # uvicorn handles SIGTERM/SIGINT from here (drain first); drop parley.aio's cancel-on-SIGTERM, which would
+    # otherwise fire too and cancel the drain.
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
     logger.info("relay listening on %s:%d", host, port)
     await server.serve()
 
