@@ -148,6 +148,18 @@ async def _run(url: str, turns: int, token: str = "") -> list[TurnTimes]:
     return results
 
 
+def plot_turns(path: Path, stages: list[dict[str, float]], where: str) -> None:
+    """Box plot of the stages up to the first audio (response_done would dwarf them), plus the user's wait."""
+    shown = [s for s in STAGES if s != "response_done"] + [USER_STAGE]
+    series = {s.replace("_to_", " to\n").replace("_", " "): [t[s] for t in stages if s in t] for s in shown}
+    box_plot(
+        path,
+        series,
+        title=f"{where}: ms after speech_stopped (last box: after the end of speech)",
+        ylabel="ms",
+    )
+
+
 def _report(results: list[TurnTimes], out: Path, *, setup: str, via_relay: bool) -> None:
     name = "turn_relay" if via_relay else "turn"
     where = "Through the relay" if via_relay else "Local voice server"
@@ -183,7 +195,7 @@ def _report(results: list[TurnTimes], out: Path, *, setup: str, via_relay: bool)
         )
     )
     plot = out / f"{name}.png"
-    box_plot(plot, per_stage, title=f"{where}: ms after speech_stopped", ylabel="ms")
+    plot_turns(plot, [t.stage_ms() for t in results], where)
     errors = sum(1 for t in results if t.error)
     body = (
         f"## `parley bench turn{' --via-relay' if via_relay else ''}`\n\n"
