@@ -15,20 +15,21 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test lint setup system-deps clean
 
-demo: setup
+demo: $(STAMP)
 	$(BIN)/parley up --host $(HOST) --port $(PORT)
 
 test: setup lint
 	$(BIN)/pytest -q
 
-lint: setup
+lint: $(STAMP)
 	$(BIN)/ruff check backend tests
 	$(BIN)/ruff format --check backend tests
 	$(BIN)/mypy
 
 setup: system-deps $(STAMP)
 
-# Redis (for the Redis limiter tests) and Chromium (for the browser test) from Debian, when missing.
+# Redis (for the Redis limiter tests) and Chromium (for the browser test) from Debian, when missing. Only the tests
+# need them: the demo runs with in-memory limits.
 system-deps:
 	@bash scripts/system-deps.sh
 
