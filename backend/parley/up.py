@@ -44,6 +44,7 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
             "local_realtime_url": f"ws://127.0.0.1:{local_port}/v1/realtime",
             "enable_ticket_endpoint": True,
             "demo_user": settings.demo_user or "demo",
+            "redis_url": "",  # the demo is one process: in-memory limits and tickets
         }
         if not settings.jwt_secret.get_secret_value():
             from pydantic import SecretStr
