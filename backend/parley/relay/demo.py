@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from types import MappingProxyType
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from parley.errors import AuthError, LimitExceeded
-from parley.relay.auth import Principal, check_origin
-from parley.relay.gate import ShuttingDown, denial
+from parley.relay.auth import Principal
+from parley.relay.endpoint import ticket_response
 from parley.relay.state import RelayState
 
 logger = logging.getLogger(__name__)
@@ -28,26 +28,17 @@ def demo_principal(user_id: str) -> Principal:
     return Principal(user_id, MappingProxyType({"sub": user_id, "parley_demo": True}), DEMO_PROVIDERS)
 
 
+async def _demo(state: RelayState, request: Request) -> Principal:
+    return demo_principal(state.settings.demo_user)
+
+
+def _describe(principal: Principal) -> dict[str, Any]:
+    return {"user": principal.user_id, "providers": sorted(DEMO_PROVIDERS)}
+
+
 async def demo_ticket_endpoint(request: Request) -> Response:
     """A ticket for ``settings.demo_user``, no credentials: ``{"ticket", "expires_in", "user", "providers"}``."""
-    state: RelayState = request.app.state.relay
-    try:
-        if state.draining:
-            raise ShuttingDown("the relay is shutting down")
-        check_origin(state.settings, request.headers.get("origin"), request.headers.get("host"))
-        principal = demo_principal(state.settings.demo_user)
-        ticket, ttl_s = await state.limiter.issue_ticket(principal)
-    except Exception as err:
-        if isinstance(err, LimitExceeded):
-            state.metrics.limit_rejections.labels(err.code).inc()
-        elif isinstance(err, AuthError):
-            state.metrics.auth_rejections.labels(err.code).inc()
-        return denial(err)
-    logger.info("issued a demo ticket")
-    body = {
-        "ticket": ticket,
-        "expires_in": ttl_s,
-        "user": principal.user_id,
-        "providers": sorted(DEMO_PROVIDERS),
-    }
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    response = await ticket_response(request, _demo, _describe)
+    if response.status_code == 200:
+        logger.info("issued a demo ticket")
+    return response

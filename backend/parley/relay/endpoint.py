@@ -4,6 +4,8 @@ admission is in ``gate``, the session logic in ``session``, the pumps in ``runti
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -12,7 +14,7 @@ from starlette.websockets import WebSocket
 from parley.errors import AuthError, LimitExceeded, UpstreamUnavailable, error_event
 from parley.logs import log_context
 from parley.relay import wire
-from parley.relay.auth import check_origin
+from parley.relay.auth import Principal, check_origin
 from parley.relay.gate import Admission, ShuttingDown, admit, authenticate, denial
 from parley.relay.limits.audio_rate import AudioRateLimiter
 from parley.relay.runtime import SessionRuntime
@@ -93,16 +95,31 @@ async def _serve(state: RelayState, ws: WebSocket, admission: Admission) -> None
         logger.info("session ended: %s", runtime.close_reason or "cancelled")
 
 
-async def ticket_endpoint(request: Request) -> Response:
-    """``POST /v1/voice/ticket`` with a Bearer JWT: a single-use ticket for the browser's WebSocket."""
+async def ticket_response(
+    request: Request,
+    principal_of: Callable[[RelayState, Request], Awaitable[Principal]],
+    describe: Callable[[Principal], dict[str, Any]] | None = None,
+) -> Response:
+    """Issue a single-use browser ticket for whoever ``principal_of`` says the caller is: refused while draining,
+    for a bad Origin, or by ``principal_of`` / the limiter (counted, as an HTTP denial)."""
     state: RelayState = request.app.state.relay
     try:
         if state.draining:
             raise ShuttingDown("the relay is shutting down")
         check_origin(state.settings, request.headers.get("origin"), request.headers.get("host"))
-        principal = await authenticate(state, request, allow_ticket=False)
+        principal = await principal_of(state, request)
         ticket, ttl_s = await state.limiter.issue_ticket(principal)
     except Exception as err:
         _count_refusal(state, err)
         return denial(err)
-    return JSONResponse({"ticket": ticket, "expires_in": ttl_s}, headers={"Cache-Control": "no-store"})
+    body = {"ticket": ticket, "expires_in": ttl_s, **(describe(principal) if describe else {})}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def _jwt_principal(state: RelayState, request: Request) -> Principal:
+    return await authenticate(state, request, allow_ticket=False)
+
+
+async def ticket_endpoint(request: Request) -> Response:
+    """``POST /v1/voice/ticket`` with a Bearer JWT: a single-use ticket for the browser's WebSocket."""
+    return await ticket_response(request, _jwt_principal)
