@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--provider", action="append", help="restrict the user to this provider (repeatable)")
 
+    ingest = sub.add_parser(
+        "ingest", help="add files and folders (Markdown, text, HTML, PDF) to a knowledge base"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    ingest.add_argument("--kb", default=None, help="knowledge base (default PARLEY_KB_DEFAULT)")
+    ingest.add_argument("--prune", action="store_true", help="remove documents whose file is gone from PATHs")
+    ingest.add_argument("--force", action="store_true", help="re-embed files even when unchanged")
+
     bench = sub.add_parser("bench", help="benchmarks; results go to docs/benchmarks.md")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     turn = bench_sub.add_parser("turn", help="speech_stopped -> transcript -> first token -> first audio")
@@ -86,6 +94,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         sys.stdout.write(f"JWT for user {args.user!r}, valid {args.ttl} s:\n{token}\n")
         return 0
+    if args.command == "ingest":
+        from parley.rag.ingest import run_ingest_command
+
+        return aio.run(
+            run_ingest_command(settings, args.paths, kb=args.kb, prune=args.prune, force=args.force)
+        )
     if args.command == "local-server":
         from parley.local.server import run_local_server
 
