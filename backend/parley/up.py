@@ -13,10 +13,14 @@ import logging
 import os
 import secrets
 import sys
+from typing import TYPE_CHECKING
 
 from parley.llama_server import LlamaServer
 from parley.procs import ChildProcess, free_port
 from parley.settings import Settings
+
+if TYPE_CHECKING:
+    from parley.rag.retriever import Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,19 @@ def local_server_process(settings: Settings, port: int, *, llm_base_url: str) ->
     return ChildProcess(
         "local-voice-server", argv, env=env, ready_url=f"http://127.0.0.1:{port}/healthz", ready_timeout_s=300
     )
+
+
+async def _knowledge_base(settings: Settings) -> Retriever:
+    """The relay's retriever; on first start the sample documents go into the default knowledge base, so the
+    demo's first question is answered from them."""
+    from parley.rag.ingest import ensure_samples
+    from parley.rag.retriever import open_retriever
+
+    retriever = await open_retriever(settings)
+    added = await ensure_samples(retriever.store, retriever.embedder, settings.kb_default)
+    if added:
+        logger.info("knowledge base %r was empty: ingested the sample documents", settings.kb_default)
+    return retriever
 
 
 async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 0) -> int:
@@ -52,8 +69,12 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
             update["jwt_secret"] = SecretStr(secrets.token_urlsafe(32))
             logger.warning("PARLEY_JWT_SECRET is not set: using a random secret for this demo run only")
         relay_settings = settings.model_copy(update=update)
+        context = None
+        if settings.rag_enabled:
+            context = await _knowledge_base(settings)
+            stack.push_async_callback(context.aclose)
         logger.info("Parley is up: open http://%s:%d/", host, port)
         # SIGTERM/SIGINT end serve_relay (after the relay's drain); the exit stack then stops the children.
-        await serve_relay(relay_settings, host, port, reraise_signals=False)
+        await serve_relay(relay_settings, host, port, context=context, reraise_signals=False)
         logger.info("relay stopped; stopping the local voice server and the LLM server")
     return 0

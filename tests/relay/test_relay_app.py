@@ -179,7 +179,7 @@ async def test_concurrency_cap_gives_429_with_retry_after(relay: Relay, upstream
 
 
 class _Store:
-    async def retrieve(self, query: str, *, session_id: str) -> Context:
+    async def retrieve(self, query: str, *, session_id: str, kb: str) -> Context:
         return Context([Passage("We open at 9 and close at 17.", "hours.md", 0.9)])
 
     async def ready(self) -> bool:
@@ -193,7 +193,7 @@ async def test_spoken_turn_injects_context_and_reports_timings(upstream: FakeUps
         await ws.send(APPEND)
         await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         ctx, _ = await recv_until(ws, "parley.context")
-        assert ctx["sources"] == ["hours.md"]
+        assert [s["source"] for s in ctx["sources"]] == ["hours.md"]
         turn, seen = await recv_until(ws, "parley.turn")
         assert "response.output_audio.delta" in seen and "response.done" in seen
         assert all(turn["timings_ms"][k] is not None for k in ("transcript", "retrieval", "first_audio"))

@@ -54,7 +54,7 @@ async def local_voice_url(
 
 
 class _Library:
-    async def retrieve(self, query: str, *, session_id: str) -> Context:
+    async def retrieve(self, query: str, *, session_id: str, kb: str) -> Context:
         return Context([Passage("The library opens at nine in the morning.", "library.md", 0.8)])
 
     async def ready(self) -> bool:
@@ -91,7 +91,7 @@ async def test_sdk_spoken_turn_through_the_relay_to_the_local_voice_server(local
     )
     assert "library" in transcript["transcript"].lower()
     context = next(e for e in events if e["type"] == "parley.context")
-    assert context["sources"] == ["library.md"]
+    assert [s["source"] for s in context["sources"]] == ["library.md"]
     assert "response.output_audio.delta" in types
     assert turn["type"] == "parley.turn"
     timings = turn["timings_ms"]

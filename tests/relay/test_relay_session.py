@@ -137,13 +137,15 @@ def test_audio_over_the_rate_is_dropped_with_an_error() -> None:
     assert rate.seen == [100, 100, 100]
 
 
-def spoken_turn(s: RelaySession, transcript: str = "what is the refund policy") -> list[Any]:
-    assert to_client(s.on_upstream_text(ev("input_audio_buffer.speech_started", audio_start_ms=0), 10.0))
-    s.on_upstream_text(ev("input_audio_buffer.speech_stopped", audio_end_ms=900), 11.0)
-    s.on_upstream_text(ev("input_audio_buffer.committed", item_id="item_u1"), 11.01)
+def spoken_turn(
+    s: RelaySession, transcript: str = "what is the refund policy", *, t: float = 10.0, item: str = "item_u1"
+) -> list[Any]:
+    assert to_client(s.on_upstream_text(ev("input_audio_buffer.speech_started", audio_start_ms=0), t))
+    s.on_upstream_text(ev("input_audio_buffer.speech_stopped", audio_end_ms=900), t + 1.0)
+    s.on_upstream_text(ev("input_audio_buffer.committed", item_id=item), t + 1.01)
     return s.on_upstream_text(
-        ev("conversation.item.input_audio_transcription.completed", item_id="item_u1", transcript=transcript),
-        11.2,
+        ev("conversation.item.input_audio_transcription.completed", item_id=item, transcript=transcript),
+        t + 1.2,
     )
 
 
@@ -162,14 +164,17 @@ def test_turn_with_context_injects_system_item_then_response_create() -> None:
     assert fetch.query == "what is the refund policy"
     assert s.busy
     ctx = Context([Passage("Refunds within 30 days.", "policy.md", 0.9), Passage("More.", "faq.md", 0.5)])
-    actions = s.on_context(fetch.turn, ctx, "ok", 11.35)
+    actions = s.on_context(fetch, ctx, "ok", 1.0, 11.35)
     item, create = to_upstream(actions)
     assert item["type"] == "conversation.item.create" and item["item"]["role"] == "system"
     assert item["item"]["content"][0]["type"] == "input_text"
     assert "Refunds within 30 days." in item["item"]["content"][0]["text"]
     assert create["type"] == "response.create" and "response" not in create
     (context_event,) = to_client(actions)
-    assert context_event["type"] == "parley.context" and context_event["sources"] == ["policy.md", "faq.md"]
+    assert context_event["type"] == "parley.context" and context_event["status"] == "ok"
+    assert [x["source"] for x in context_event["sources"]] == ["policy.md", "faq.md"]
+    assert context_event["sources"][0]["snippet"] == "Refunds within 30 days."
+    assert context_event["query"] == "what is the refund policy" and context_event["retrieval_ms"] == 1.0
 
     done = answer(s, 11.5)
     turn_event = to_client(done)[-1]
@@ -186,20 +191,39 @@ def test_turn_with_context_injects_system_item_then_response_create() -> None:
 
 
 def test_turn_without_context_or_with_a_timed_out_hook_just_answers() -> None:
-    for context, status in [(Context(), "ok"), (None, "timeout"), (None, "error")]:
+    for context, status, sent in [
+        (Context(searched=False), "off", ["response.create"]),
+        (Context(), "empty", ["conversation.item.create", "response.create"]),
+        (None, "timeout", ["response.create"]),
+    ]:
         s = make()
         (fetch,) = [a for a in spoken_turn(s) if isinstance(a, FetchContext)]
-        actions = s.on_context(fetch.turn, context, status, 11.6)
-        assert [e["type"] for e in to_upstream(actions)] == ["response.create"]
+        actions = s.on_context(fetch, context, "ok" if context is not None else status, 1.0, 11.6)
+        assert [e["type"] for e in to_upstream(actions)] == sent
         (ctx_event,) = to_client(actions)
         assert ctx_event["status"] == status and ctx_event["sources"] == []
+        if status == "empty":  # the knowledge base has nothing: said in code, not left to the model
+            assert "do not guess" in to_upstream(actions)[0]["item"]["content"][0]["text"]
+
+
+def test_store_errors_warn_the_client_once_and_answer_without_context() -> None:
+    s = make()
+    (fetch,) = [a for a in spoken_turn(s) if isinstance(a, FetchContext)]
+    actions = s.on_context(fetch, None, "error", 1.0, 11.6)
+    assert [e["type"] for e in to_upstream(actions)] == ["response.create"]
+    warning, ctx_event = to_client(actions)
+    assert warning["type"] == "parley.warning" and warning["code"] == "knowledge_base_unavailable"
+    assert ctx_event["status"] == "error"
+    answer(s, 11.7)
+    (fetch,) = [a for a in spoken_turn(s, t=20.0) if isinstance(a, FetchContext)]
+    assert [e["type"] for e in to_client(s.on_context(fetch, None, "error", 1.0, 21.6))] == ["parley.context"]
 
 
 def test_stale_context_result_is_ignored_after_the_user_speaks_again() -> None:
     s = make()
     (fetch,) = [a for a in spoken_turn(s) if isinstance(a, FetchContext)]
     s.on_upstream_text(ev("input_audio_buffer.speech_started"), 11.3)
-    assert s.on_context(fetch.turn, Context(), "ok", 11.4) == []
+    assert s.on_context(fetch, Context(), "ok", 1.0, 11.4) == []
 
 
 def test_empty_transcript_answers_nothing() -> None:
@@ -223,13 +247,13 @@ def test_user_text_item_runs_the_same_turn_path_and_folds_the_clients_response_c
     # the relay's own system item is not a user turn
     sys_item = ev("conversation.item.added", item={"id": "i2", "role": "system", "content": []})
     assert to_client(s.on_upstream_text(sys_item, 1.07))
-    assert [e["type"] for e in to_upstream(s.on_context(fetch.turn, None, "ok", 1.1))] == ["response.create"]
+    assert [e["type"] for e in to_upstream(s.on_context(fetch, None, "ok", 1.0, 1.1))] == ["response.create"]
 
 
 def test_barge_in_forwards_speech_started_at_once_and_truncate() -> None:
     s = make()  # an upstream that interrupts by itself: no extra cancel
     (fetch,) = [a for a in spoken_turn(s) if isinstance(a, FetchContext)]
-    s.on_context(fetch.turn, None, "ok", 11.3)
+    s.on_context(fetch, None, "ok", 1.0, 11.3)
     s.on_upstream_text(ev("response.created", response={"id": "resp_1"}), 11.4)
     started = ev("input_audio_buffer.speech_started", audio_start_ms=3000)
     assert s.on_upstream_text(started, 12.0) == [ToClient(started)]
@@ -240,7 +264,7 @@ def test_barge_in_forwards_speech_started_at_once_and_truncate() -> None:
 def test_barge_in_cancels_for_an_upstream_that_does_not_interrupt_itself() -> None:
     s = make(self_interrupts=False)
     (fetch,) = [a for a in spoken_turn(s) if isinstance(a, FetchContext)]
-    s.on_context(fetch.turn, None, "ok", 11.3)
+    s.on_context(fetch, None, "ok", 1.0, 11.3)
     s.on_upstream_text(ev("response.created", response={"id": "resp_1"}), 11.4)
     actions = s.on_upstream_text(ev("input_audio_buffer.speech_started"), 12.0)
     assert to_client(actions)[0]["type"] == "input_audio_buffer.speech_started"
@@ -282,7 +306,7 @@ def test_idle_timeout_and_duration_limit_with_warning() -> None:
 def test_shutdown_lets_the_answer_finish_and_starts_no_new_turn() -> None:
     s = make()
     (fetch,) = [a for a in spoken_turn(s) if isinstance(a, FetchContext)]
-    s.on_context(fetch.turn, None, "ok", 11.3)
+    s.on_context(fetch, None, "ok", 1.0, 11.3)
     s.on_upstream_text(ev("response.created", response={"id": "resp_1"}), 11.4)
     (closing,) = to_client(s.shutdown(11.5))
     assert closing["status"] == "closing" and closing["reason"] == "server_shutdown"

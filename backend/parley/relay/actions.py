@@ -23,8 +23,12 @@ class ToUpstream:
 
 @dataclass(slots=True)
 class FetchContext:
-    turn: int
+    """Look up context for ``query``: for the turn ``turn``, or speculatively (``turn`` None) for the utterance
+    ``item_id`` still in progress."""
+
+    turn: int | None
     query: str
+    item_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +57,9 @@ class SessionConfig:
     upstream: wire.UpstreamSessionConfig
     self_interrupts: bool = True  # the upstream cancels its own response when the user starts speaking
     max_frame_bytes: int = 262_144
+    kb: str = "default"
+    rag_speculative: bool = True
+    rag_max_passage_chars: int = 600
     idle_timeout_s: float = 30.0
     max_duration_s: float = 600.0
     expiry_warning_s: float = 30.0
@@ -71,6 +78,9 @@ class Turn:
     t4: float | None = None  # first audio delta
     requested: bool = False  # the relay sent response.create
     sources: list[str] = field(default_factory=list)
+    item_id: str | None = None  # the user's input item (audio turns)
+    query: str = ""
+    awaiting_speculation: bool = False  # waits for a running speculative lookup of the same words
 
     def timings_ms(self) -> dict[str, float | None]:
         def rel(t: float | None) -> float | None:

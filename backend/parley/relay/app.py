@@ -150,6 +150,25 @@ async def serve_relay(
     context: ContextProvider | None = None,
     reraise_signals: bool = True,
 ) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if context is None and settings.rag_enabled:
+            from parley.rag.retriever import open_retriever
+
+            retriever = await open_retriever(settings)
+            stack.push_async_callback(retriever.aclose)
+            context = retriever
+        await _serve(settings, host, port, limiter=limiter, context=context, reraise_signals=reraise_signals)
+
+
+async def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    limiter: Limiter | None,
+    context: ContextProvider | None,
+    reraise_signals: bool,
+) -> None:
     app = create_relay_app(settings, limiter=limiter, context=context)
     server = relay_server(app, host, port, reraise_signals=reraise_signals)
     # uvicorn handles SIGTERM/SIGINT from here (drain first); drop parley.aio's cancel-on-SIGTERM, which would

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -24,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from parley.errors import AuthError, DependencyError, Forbidden
+from parley.rag.types import KB_NAME_PATTERN
 from parley.settings import Settings
 
 log = logging.getLogger(__name__)
+_KB_NAME = re.compile(KB_NAME_PATTERN)
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -63,6 +66,30 @@ def check_provider(principal: Principal, provider: str) -> None:
     """Raise Forbidden (403) when the principal's token does not allow ``provider``."""
     if principal.providers is not None and provider not in principal.providers:
         raise Forbidden(f"provider {provider!r} is not allowed for this user", code="provider_not_allowed")
+
+
+def granted_kbs(settings: Settings, principal: Principal) -> list[str] | None:
+    """The knowledge bases the token grants (``settings.kb_claim``: a name or a list), first = default; None when
+    the token has no such claim."""
+    raw = principal.claims.get(settings.kb_claim)
+    if raw is None:
+        return None
+    names = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else None
+    if not names or not all(isinstance(n, str) and _KB_NAME.fullmatch(n) for n in names):
+        raise Forbidden(f"the token's {settings.kb_claim!r} claim is not a valid knowledge-base name or list")
+    return names
+
+
+def kb_for(settings: Settings, principal: Principal, requested: str | None) -> str:
+    """The session's knowledge base: ``?kb=`` if the token grants it, else the token's first, else the default.
+    Raise Forbidden (403) for a knowledge base the token does not grant."""
+    granted = granted_kbs(settings, principal)
+    allowed = granted if granted is not None else [settings.kb_default]
+    if not requested:
+        return allowed[0]
+    if requested not in allowed:
+        raise Forbidden(f"knowledge base {requested!r} is not granted to this user", code="kb_not_allowed")
+    return requested
 
 
 def check_origin(settings: Settings, origin: str | None, host: str | None) -> None:

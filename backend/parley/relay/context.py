@@ -1,11 +1,15 @@
-"""The context hook: what the relay asks for when a user turn ends, before it asks the upstream to answer.
+"""The context hook: what the relay asks for when a user turn ends (or, speculatively, while the user pauses),
+before it asks the upstream to answer.
 
-The knowledge-base issue fills this with a real store; the default finds nothing. The relay time-boxes every call
-(``settings.context_timeout_ms``); a slow or failing provider makes the turn proceed without context.
+``ContextProvider`` is the seam; ``parley.rag.retriever.Retriever`` fills it with the knowledge base, ``NoContext``
+finds nothing (RAG off). The relay time-boxes every call (``settings.context_timeout_ms``); a slow or failing
+provider makes the turn proceed without context. The pure helpers here decide what the upstream is told:
+``build_query`` (the question, plus the previous one for a follow-up) and ``context_text`` (the system item).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -14,22 +18,41 @@ from typing import Protocol, runtime_checkable
 class Passage:
     text: str
     source: str
-    score: float = 0.0
+    score: float = 0.0  # cosine similarity to the query (absolute, comparable across queries)
+    title: str = ""
+    headings: str = ""  # heading path inside the document
+    chunk_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
+    """What a lookup found. ``searched`` is False when the provider does not search at all (RAG off): then the
+    relay injects nothing. With ``searched`` and no passages, nothing in the knowledge base was close enough."""
+
     passages: list[Passage] = field(default_factory=list)
+    searched: bool = True
+    best_score: float | None = (
+        None  # the best similarity seen, even below the floor (for the client and logs)
+    )
 
     @property
     def sources(self) -> list[str]:
         """Distinct sources, best first."""
         return list(dict.fromkeys(p.source for p in self.passages))
 
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What the injected item depends on: two lookups with the same key inject the same text."""
+        if not self.searched:
+            return ()
+        if not self.passages:
+            return ("none",)
+        return tuple(p.chunk_id or f"{p.source}#{hash(p.text)}" for p in self.passages)
+
 
 @runtime_checkable
 class ContextProvider(Protocol):
-    async def retrieve(self, query: str, *, session_id: str) -> Context: ...
+    async def retrieve(self, query: str, *, session_id: str, kb: str) -> Context: ...
 
     async def ready(self) -> bool:
         """True once the provider can answer (models loaded, store reachable); used by ``/readyz``."""
@@ -37,18 +60,83 @@ class ContextProvider(Protocol):
 
 
 class NoContext:
-    """The default provider: never any context."""
+    """RAG off: never any context, and nothing is injected."""
 
-    async def retrieve(self, query: str, *, session_id: str) -> Context:
-        return Context()
+    async def retrieve(self, query: str, *, session_id: str, kb: str) -> Context:
+        return Context(searched=False)
 
     async def ready(self) -> bool:
         return True
 
 
-def format_passages(context: Context) -> str:
-    """The text of the system item the relay injects before asking for an answer."""
-    lines = ["Reference passages for the user's last question (cite nothing, just use them if relevant):"]
-    for i, p in enumerate(context.passages, 1):
-        lines.append(f"[{i}] ({p.source}) {p.text.strip()}")
+# --- queries ----------------------------------------------------------------------------------------------
+
+_FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also ", "but ", "what of", "same for", "then ")
+_BACK_REFERENCES = frozenset(
+    {"it", "its", "it's", "they", "them", "their", "those", "these", "that", "this", "there", "he", "she"}
+)
+_WORD = re.compile(r"[\w']+")
+
+
+def is_follow_up(question: str) -> bool:
+    """A question that leans on the previous one ("and for geese?", "how long does it take?")."""
+    q = question.strip().lower()
+    words = _WORD.findall(q)
+    if not words:
+        return False
+    if q.startswith(_FOLLOW_UP_OPENERS) or len(words) <= 3:
+        return True
+    return len(words) <= 8 and any(w in _BACK_REFERENCES for w in words)
+
+
+def build_query(question: str, previous: str | None) -> str:
+    """The search query for a user turn: the question, with the previous question before it when it is a
+    follow-up (so "and for geese?" searches "how long do chicken eggs take to hatch? and for geese?")."""
+    question = " ".join(question.split())
+    if previous and is_follow_up(question):
+        return f"{' '.join(previous.split())} {question}"
+    return question
+
+
+def same_query(a: str, b: str) -> bool:
+    """Equal up to case, spacing and punctuation (a partial transcript vs the final one)."""
+    return _WORD.findall(a.lower()) == _WORD.findall(b.lower())
+
+
+# --- the injected item ------------------------------------------------------------------------------------
+
+NOTHING_FOUND = (
+    "Knowledge base: nothing in the documents matches the user's last message. If it asks for facts, say "
+    "briefly that the documents do not cover it; do not guess. Small talk needs no documents."
+)
+
+
+def context_text(context: Context, *, max_chars: int = 600) -> str:
+    """The system item the relay injects: short (every token costs prompt time on a CPU model), the sources
+    named so the model can say where an answer comes from."""
+    if not context.passages:
+        return NOTHING_FOUND
+    lines = ["Knowledge base passages for the user's last message. Answer from them:"]
+    for p in context.passages:
+        where = " > ".join(x for x in (p.title, p.headings) if x) or p.source
+        text = " ".join(p.text.split())
+        if len(text) > max_chars:
+            cut = text.rfind(" ", 0, max_chars)
+            text = text[: cut if cut > 0 else max_chars] + " ..."
+        lines.append(f"[{where}] {text}")
     return "\n".join(lines)
+
+
+def snippet(text: str, max_chars: int = 160) -> str:
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    cut = text.rfind(" ", 0, max_chars)
+    return text[: cut if cut > 0 else max_chars] + " ..."
+
+
+def display_source(source: str) -> str:
+    """What a client is shown of a source: a URL as it is, a file by its name (not the server's directories)."""
+    if "://" in source:
+        return source
+    return source.replace("\\", "/").rsplit("/", 1)[-1]

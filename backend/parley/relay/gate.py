@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from parley.errors import AuthError, DependencyError, InvalidRequest, LimitExceeded, ParleyError
 from parley.realtime.ids import new_id
-from parley.relay.auth import Principal, bearer_token, check_origin, check_provider
+from parley.relay.auth import Principal, bearer_token, check_origin, check_provider, kb_for
 from parley.relay.upstream import provider_for
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Admission:
     session_id: str
     grant: SessionGrant
     subprotocol: str | None
+    kb: str = "default"
 
 
 def _ticket(subprotocols: list[str]) -> str | None:
@@ -79,11 +80,12 @@ async def admit(state: RelayState, conn: HTTPConnection) -> Admission:
         state.settings, provider=conn.query_params.get("provider"), model=conn.query_params.get("model")
     )
     check_provider(principal, provider)
+    kb = kb_for(state.settings, principal, conn.query_params.get("kb"))
     session_id = new_id("session")
     grant = await state.limiter.acquire_session(principal.user_id, session_id)
     offered = list(conn.scope.get("subprotocols") or [])
     subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
-    return Admission(principal, provider, session_id, grant, subprotocol)
+    return Admission(principal, provider, session_id, grant, subprotocol, kb)
 
 
 def denial(err: BaseException) -> Response:

@@ -50,6 +50,13 @@ class RelayMetrics:
             ["status"],
             registry=r,
         )
+        self.context_latency = Histogram(
+            "parley_context_lookup_seconds",
+            "Knowledge-base lookup time (embedding + search), speculative (during the pause) or final",
+            ["kind"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0),
+            registry=r,
+        )
 
     def observe_turn(self, provider: str, timings_ms: dict[str, float | None]) -> None:
         self.turns_total.labels(provider).inc()

@@ -7,7 +7,8 @@ first one to end the session raises ``_Ended``, which cancels the rest. Queues a
   being sent (no task hop), else queued, ``relay_queue_size`` frames at most. When one is full the producer waits
   (TCP back-pressure to whoever sends too fast; audio is never dropped, which would garble speech and skew the
   client's truncate position). A peer that accepts nothing for ``client_stall_s`` ends the session (1008).
-- context lookups: 4 requests; when full the oldest is dropped (a newer turn makes it stale anyway).
+- context lookups: 4 requests; when full the oldest is dropped (a newer turn or partial makes it stale anyway;
+  the session never has more than one speculative lookup queued or running).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class SessionRuntime:
             self_interrupts=provider.self_interrupts,
             max_frame_bytes=s.max_frame_bytes,
             idle_timeout_s=float(s.idle_timeout_s),
+            kb=admission.kb,
+            rag_speculative=s.rag_speculative,
+            rag_max_passage_chars=s.rag_max_passage_chars,
             max_duration_s=float(s.session_max_duration_s),
             expiry_warning_s=s.expiry_warning_s,
             limits={
@@ -220,24 +224,30 @@ class SessionRuntime:
     async def _context_runner(self) -> None:
         provider = self.state.context
         timeout_s = self.state.settings.context_timeout_ms / 1000.0
-        outcomes = self.state.metrics.context_outcomes
+        m = self.state.metrics
+        kb = self.admission.kb
         while True:
             req = await self._contexts.get()
             context: Context | None = None
             status = "ok"
+            kind = "final" if req.turn is not None else "speculative"
+            started = time.monotonic()
             try:
                 async with asyncio.timeout(timeout_s):
-                    context = await provider.retrieve(req.query, session_id=self.admission.session_id)
+                    context = await provider.retrieve(req.query, session_id=self.admission.session_id, kb=kb)
             except TimeoutError:
                 status = "timeout"
                 logger.warning(
-                    "context lookup over %d ms; answering without context", round(timeout_s * 1000)
+                    "%s context lookup over %d ms; answering without context", kind, round(timeout_s * 1000)
                 )
             except Exception as exc:
                 status = "error"
-                logger.warning("context lookup failed (%s); answering without context", type(exc).__name__)
-            outcomes.labels(status).inc()
-            await self._dispatch(self.session.on_context(req.turn, context, status, time.monotonic()))
+                logger.warning("context lookup failed (%s); answering without context", exc)
+            elapsed = time.monotonic() - started
+            m.context_outcomes.labels(status).inc()
+            m.context_latency.labels(kind).observe(elapsed)
+            actions = self.session.on_context(req, context, status, elapsed * 1000.0, time.monotonic())
+            await self._dispatch(actions)
 
     async def _timer(self) -> None:
         session = self.session

@@ -35,7 +35,8 @@ from parley.relay.actions import (
     Turn,
     TurnDone,
 )
-from parley.relay.context import Context, format_passages
+from parley.relay.context import Context, build_query, display_source, snippet
+from parley.relay.injection import ContextItems, Lookup
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class RelaySession:
         self._seq = 0
         self._pending_text = 0  # client text items sent upstream, not yet confirmed
         self._seen_text_items: set[str] = set()
+        self._ctx = ContextItems(speculative=cfg.rag_speculative, max_chars=cfg.rag_max_passage_chars)
+        self._last_user_text: str | None = None
+        self._kb_warned = False
         H = Callable[[dict[str, Any], str, float], list[Action]]
         self._client: dict[str, H] = {
             "input_audio_buffer.commit": self._forward_client,
@@ -90,10 +94,13 @@ class RelaySession:
             "input_audio_buffer.speech_started": self._u_speech_started,
             "input_audio_buffer.speech_stopped": self._u_speech_stopped,
             "input_audio_buffer.committed": self._u_committed,
+            "conversation.item.input_audio_transcription.delta": self._u_transcript_delta,
             "conversation.item.input_audio_transcription.completed": self._u_transcript,
             "conversation.item.input_audio_transcription.failed": self._u_transcript_failed,
             "conversation.item.added": self._u_item_added,
             "conversation.item.created": self._u_item_added,
+            "conversation.item.done": self._u_item_done,
+            "conversation.item.deleted": self._u_item_deleted,
             "response.created": self._u_response_created,
             "response.done": self._u_response_done,
             "error": self._u_error,
@@ -272,20 +279,42 @@ class RelaySession:
             self._new_turn(now)
         return [ToClient(text)]
 
+    def _u_transcript_delta(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        item_id, delta = ev.get("item_id"), ev.get("delta")
+        out: list[Action] = [ToClient(text)]
+        if isinstance(item_id, str) and isinstance(delta, str) and not self.draining:
+            out.extend(self._ctx.on_partial(item_id, delta, self._last_user_text))
+        return out
+
     def _u_transcript(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         transcript = str(ev.get("transcript") or "").strip()
+        item_id = ev.get("item_id") if isinstance(ev.get("item_id"), str) else None
         if self._turn is None or self._turn.requested:
             self._new_turn(now)
         assert self._turn is not None
+        self._turn.item_id = item_id
         return [ToClient(text), *self._begin_turn(self._turn, transcript, now)]
 
     def _u_transcript_failed(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         self._turn = None
+        item_id = ev.get("item_id")
+        self._ctx.finish(item_id if isinstance(item_id, str) else None)
+        return [ToClient(text)]
+
+    def _u_item_done(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        return [] if self._ctx.owns(_obj(ev.get("item")).get("id")) else [ToClient(text)]
+
+    def _u_item_deleted(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        item_id = ev.get("item_id")
+        if self._ctx.owns(item_id):
+            return []
         return [ToClient(text)]
 
     def _u_item_added(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
-        out: list[Action] = [ToClient(text)]
         item = ev.get("item")
+        if isinstance(item, dict) and self._ctx.owns(item.get("id")):
+            return []  # the relay's own context item: the client never sees the injected passages
+        out: list[Action] = [ToClient(text)]
         if not self._pending_text or not isinstance(item, dict) or item.get("role") != "user":
             return out
         parts = item.get("content") or []
@@ -334,6 +363,12 @@ class RelaySession:
         err = _obj(ev.get("error"))
         if err.get("code") == "response_cancel_not_active":
             return []
+        if self._ctx.owns_event(err.get("event_id")):
+            # About the relay's own context item (e.g. deleting one the upstream no longer has): not the
+            # client's business; the next turn writes a fresh item either way.
+            logger.warning("upstream refused a context item event: %s", err.get("message"))
+            self._ctx.injected_id, self._ctx.injected_key = None, ()
+            return []
         logger.warning("upstream error %s: %s", err.get("code"), err.get("message"))
         return [ToClient(text, error_code=str(err.get("code") or "upstream_error"))]
 
@@ -344,31 +379,101 @@ class RelaySession:
         self._turn = Turn(self._seq, t0=now)
         return self._turn
 
-    def _begin_turn(self, turn: Turn, query: str, now: float) -> list[Action]:
-        if not query:
-            logger.info("turn %d: empty transcript, nothing to answer", turn.seq)
-            self._turn = None
-            return []
-        if self.draining:
+    def _begin_turn(self, turn: Turn, transcript: str, now: float) -> list[Action]:
+        if not transcript or self.draining:
+            if not transcript:
+                logger.info("turn %d: empty transcript, nothing to answer", turn.seq)
+            self._ctx.finish(turn.item_id)
             self._turn = None
             return []
         turn.t1 = now
-        return [FetchContext(turn.seq, query)]
-
-    def on_context(self, turn_seq: int, context: Context | None, status: str, now: float) -> list[Action]:
-        """The context lookup for ``turn_seq`` finished (``status``: ok, timeout, error)."""
-        turn = self._turn
-        if turn is None or turn.seq != turn_seq or turn.requested or self.closed:
+        turn.query = build_query(transcript, self._last_user_text)
+        self._last_user_text = transcript
+        reuse = self._ctx.reusable(turn.item_id, turn.query)
+        running = reuse is None and self._ctx.running_for(turn.item_id, turn.query)
+        self._ctx.finish(turn.item_id)
+        if reuse is not None:
+            return self._answer(turn, reuse, now, reused=True)
+        if running:
+            turn.awaiting_speculation = True
             return []
+        return [FetchContext(turn.seq, turn.query, item_id=turn.item_id)]
+
+    def on_context(
+        self, req: FetchContext, context: Context | None, status: str, retrieval_ms: float, now: float
+    ) -> list[Action]:
+        """A lookup finished (``status``: ok, timeout, error). Speculative ones (``req.turn`` None) may be
+        injected at once, or complete a turn that waited for them."""
+        if self.closed:
+            return []
+        if context is not None and status == "ok":
+            status = "off" if not context.searched else "ok" if context.passages else "empty"
+        lookup = Lookup(req.query, context, status, retrieval_ms)
+        out: list[Action] = []
+        if status == "error" and not self._kb_warned:
+            self._kb_warned = True
+            out.append(
+                ToClient(
+                    wire.parley_event(
+                        "parley.warning",
+                        code="knowledge_base_unavailable",
+                        message="The knowledge base is not answering; answers come without it for now.",
+                    )
+                )
+            )
+        turn = self._turn
+        if req.turn is None:
+            turn_open = turn is None or turn.t1 is None or not turn.requested
+            newer = self._ctx.speculative_done(req, lookup, turn_open=turn_open)
+            out.extend(newer)
+            if newer:
+                return out  # a newer partial is being looked up: this result is already stale
+            if (
+                turn is not None
+                and turn.awaiting_speculation
+                and not turn.requested
+                and turn.item_id == req.item_id
+            ):
+                turn.awaiting_speculation = False
+                out.extend(self._answer(turn, lookup, now, reused=True))
+            elif status in ("ok", "empty") and self._ctx.may_inject_early(req):
+                out.extend(self._ctx.apply(lookup))
+            return out
+        if turn is None or turn.seq != req.turn or turn.requested:
+            return out  # superseded (barge-in, new speech): nothing is injected for it
+        return out + self._answer(turn, lookup, now, reused=False)
+
+    def _answer(self, turn: Turn, lookup: Lookup, now: float, *, reused: bool) -> list[Action]:
+        """Make the context item match this turn's lookup, tell the client, ask the upstream to answer."""
         turn.t2 = now
         turn.requested = True
-        out: list[Action] = []
-        if context is not None and context.passages:
-            turn.sources = context.sources
-            out.append(ToUpstream(wire.system_item(format_passages(context))))
+        out: list[Action] = list(self._ctx.apply(lookup))
+        passages = lookup.context.passages if lookup.context is not None else []
+        turn.sources = list(dict.fromkeys(display_source(p.source) for p in passages))
+        best = lookup.context.best_score if lookup.context is not None else None
         out.append(
             ToClient(
-                wire.parley_event("parley.context", turn_id=turn.seq, status=status, sources=turn.sources)
+                wire.parley_event(
+                    "parley.context",
+                    turn_id=turn.seq,
+                    query=turn.query,
+                    status=lookup.status,
+                    speculative=reused,
+                    retrieval_ms=round(lookup.retrieval_ms, 1),
+                    wait_ms=round((now - turn.t1) * 1000.0, 1) if turn.t1 is not None else None,
+                    kb=self.cfg.kb,
+                    best_score=None if best is None else round(best, 3),
+                    sources=[
+                        {
+                            "source": display_source(p.source),
+                            "title": p.title,
+                            "heading": p.headings,
+                            "score": round(p.score, 3),
+                            "snippet": snippet(p.text),
+                        }
+                        for p in passages
+                    ],
+                )
             )
         )
         out.append(ToUpstream(wire.client_event("response.create")))

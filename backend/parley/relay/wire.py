@@ -60,13 +60,24 @@ def session_update(cfg: UpstreamSessionConfig) -> str:
     return dumps({"type": "session.update", "event_id": new_id("event"), "session": session})
 
 
-def system_item(text: str) -> str:
-    item = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]}
-    return dumps({"type": "conversation.item.create", "event_id": new_id("event"), "item": item})
+def system_item(text: str, *, item_id: str | None = None, event_prefix: str = "event") -> str:
+    item: dict[str, Any] = {
+        "type": "message",
+        "role": "system",
+        "content": [{"type": "input_text", "text": text}],
+    }
+    if item_id is not None:
+        item = {"id": item_id, **item}
+    return client_event_id("conversation.item.create", event_prefix, item=item)
 
 
 def client_event(type_: str, **fields: Any) -> str:
     return dumps({"type": type_, "event_id": new_id("event"), **fields})
+
+
+def client_event_id(type_: str, event_prefix: str, **fields: Any) -> str:
+    """A client event whose ``event_id`` starts with ``event_prefix`` (so the relay recognises errors about it)."""
+    return dumps({"type": type_, "event_id": new_id(event_prefix.rstrip("_")), **fields})
 
 
 def parley_event(type_: str, **fields: Any) -> str:

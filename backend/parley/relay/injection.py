@@ -1,0 +1,156 @@
+"""The one context item the relay keeps in the upstream conversation, and the speculative lookups that fill it
+while the user is still pausing. Pure: it takes events and returns actions; ``RelaySession`` owns it.
+
+Rules:
+- At most one context item is in the upstream conversation at any time: a new one replaces the old
+  (``conversation.item.delete`` then ``conversation.item.create``), so old passages never pile up.
+- An item is only (re)written when what it would say changes (``Context.key``: the chunk ids, or "nothing
+  found"), so a speculative injection that the final lookup confirms stays as it is, and the upstream's
+  speculative answer, which already includes it, can be adopted.
+- Speculation: partial transcripts (``...input_audio_transcription.delta``) of the utterance in progress start a
+  lookup (one at a time per session; a newer partial waits for the running one and then replaces it). Its result
+  is injected at once, during the pause, unless the utterance is already over. At the final transcript a finished
+  speculative lookup for the same words is reused; a running one for the same words is awaited; otherwise the
+  relay looks up again. Whatever the relay answers with, the item was rewritten for this turn's final lookup (or
+  removed when it failed), so nothing stale ever reaches an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from parley.relay import wire
+from parley.relay.actions import FetchContext, ToUpstream
+from parley.relay.context import Context, build_query, context_text, same_query
+
+logger = logging.getLogger(__name__)
+
+ITEM_PREFIX = "parley_ctx_"
+EVENT_PREFIX = "parley_ctx_evt_"
+
+
+@dataclass(slots=True)
+class Lookup:
+    """A finished lookup."""
+
+    query: str
+    context: Context | None  # None: it failed or ran out of time
+    status: str  # ok | empty | off | timeout | error
+    retrieval_ms: float
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.context.key if self.context is not None else ()
+
+
+class ContextItems:
+    def __init__(self, *, speculative: bool, max_chars: int = 600) -> None:
+        self.speculative = speculative
+        self.max_chars = max_chars
+        self.injected_id: str | None = None
+        self.injected_key: tuple[str, ...] = ()
+        self._n = 0
+        # The utterance being speculated on, its text so far, and the lookups for it.
+        self._item: str | None = None
+        self._partial = ""
+        self._previous: str | None = None
+        self._inflight: str | None = None
+        self._wanted: str | None = None
+        self._result: Lookup | None = None
+        self._finished: set[str] = set()
+
+    @staticmethod
+    def owns(item_id: object) -> bool:
+        return isinstance(item_id, str) and item_id.startswith(ITEM_PREFIX)
+
+    @staticmethod
+    def owns_event(event_id: object) -> bool:
+        return isinstance(event_id, str) and event_id.startswith(EVENT_PREFIX)
+
+    # --- speculation --------------------------------------------------------------------------------------
+
+    def on_partial(self, item_id: str, delta: str, previous: str | None) -> list[FetchContext]:
+        """A transcription delta of ``item_id``: maybe start a speculative lookup for the text so far."""
+        if not self.speculative or not item_id or item_id in self._finished:
+            return []
+        if item_id != self._item:
+            self._item, self._partial, self._result, self._wanted = item_id, "", None, None
+        self._partial += delta
+        self._previous = previous
+        query = build_query(self._partial, previous)
+        if not query.strip():
+            return []
+        if self._inflight is not None:
+            self._wanted = query  # looked up when the running one ends
+            return []
+        self._inflight = query
+        return [FetchContext(None, query, item_id=item_id)]
+
+    def speculative_done(self, req: FetchContext, lookup: Lookup, *, turn_open: bool) -> list[FetchContext]:
+        """A speculative lookup ended. Returns the next lookup to run, if a newer partial is waiting."""
+        self._inflight = None
+        if req.item_id != self._item:
+            return []
+        self._result = lookup
+        wanted, self._wanted = self._wanted, None
+        if wanted is not None and not same_query(wanted, lookup.query) and turn_open:
+            self._inflight = wanted
+            return [FetchContext(None, wanted, item_id=req.item_id)]
+        return []
+
+    def may_inject_early(self, req: FetchContext) -> bool:
+        """Inject a speculative result now? Only for the utterance in progress, never after it ended."""
+        return req.item_id == self._item and req.item_id not in self._finished
+
+    def finish(self, item_id: str | None) -> None:
+        """The utterance ended (final transcript, failure, or a typed turn): no more speculation for it."""
+        if item_id:
+            self._finished.add(item_id)
+            if len(self._finished) > 64:
+                self._finished = {item_id}
+        if item_id is None or item_id == self._item:
+            self._item, self._partial, self._wanted = None, "", None
+
+    def reusable(self, item_id: str | None, query: str) -> Lookup | None:
+        """A finished speculative lookup of ``item_id`` for these words."""
+        res = self._result
+        if res is not None and item_id is not None and item_id == self._item and same_query(res.query, query):
+            return res
+        return None
+
+    def running_for(self, item_id: str | None, query: str) -> bool:
+        """A speculative lookup for these words is running (the turn can wait for it instead of a new one)."""
+        return (
+            item_id is not None
+            and item_id == self._item
+            and self._inflight is not None
+            and same_query(self._inflight, query)
+        )
+
+    # --- the item -----------------------------------------------------------------------------------------
+
+    def apply(self, lookup: Lookup) -> list[ToUpstream]:
+        """Make the upstream's context item say what ``lookup`` found (or remove it when the lookup failed)."""
+        key = lookup.key
+        if key == self.injected_key:
+            return []
+        out: list[ToUpstream] = []
+        if self.injected_id is not None:
+            delete = wire.client_event_id("conversation.item.delete", EVENT_PREFIX, item_id=self.injected_id)
+            out.append(ToUpstream(delete))
+            self.injected_id = None
+        self.injected_key = key
+        if key and lookup.context is not None:
+            self._n += 1
+            self.injected_id = f"{ITEM_PREFIX}{self._n}"
+            text = context_text(lookup.context, max_chars=self.max_chars)
+            out.append(
+                ToUpstream(wire.system_item(text, item_id=self.injected_id, event_prefix=EVENT_PREFIX))
+            )
+        return out
+
+    def forget(self, item_id: str) -> None:
+        """The upstream dropped our item (deleted by someone else, or the conversation was reset)."""
+        if item_id == self.injected_id:
+            self.injected_id, self.injected_key = None, ()
