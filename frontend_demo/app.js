@@ -225,6 +225,9 @@ const HANDLERS = {
   "parley.context"(ev) {
     conversation.context(ev.turn_id, ev.sources, ev.status);
   },
+  "parley.warning"(ev) {
+    notify(ev.message || "The relay reported a problem.", "warn");
+  },
   "parley.turn"(ev) {
     conversation.timings(ev.turn_id, ev.timings_ms || {}, ev.status);
     bump("turns");

@@ -72,13 +72,29 @@ export class Conversation {
     this.bubble("assistant", itemId, { create: false })?.classList.add("interrupted");
   }
 
-  // parley.context: the relay is answering the current turn with these sources.
+  // parley.context: the relay is answering the current turn with these knowledge-base passages.
   context(turnId, sources, status) {
     const turn = this.current ?? this.newTurn();
     turn.dataset.turnId = turnId;
     this.turns.set(turnId, turn);
-    const found = sources?.length ? sources.join(", ") : "none";
-    turn.append(el("p", "meta sources", status && status !== "ok" ? `${found} (lookup ${status})` : found));
+    const box = el("div", "meta sources");
+    box.dataset.status = status ?? "";
+    if (sources?.length) {
+      const list = el("ul", "source-list");
+      for (const s of sources) {
+        const li = el("li", "source");
+        li.title = s.snippet ?? "";
+        const name = [s.title || s.source, s.heading].filter(Boolean).join(" › ");
+        li.append(el("span", "source-title", name));
+        if (s.title && s.source) li.append(el("span", "source-file", ` (${s.source})`));
+        list.append(li);
+      }
+      box.append(list);
+    } else {
+      const why = { empty: "nothing in the knowledge base", off: "knowledge base off" }[status];
+      box.append(el("span", "source-none", why ?? `none (lookup ${status})`));
+    }
+    turn.append(box);
   }
 
   // parley.turn: timings relative to the end of the user's speech.

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True, help="the user id (JWT sub)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--provider", action="append", help="restrict the user to this provider (repeatable)")
+    token.add_argument(
+        "--kb", action="append", help="grant this knowledge base (repeatable; the first is the session default)"
+    )
 
     ingest = sub.add_parser(
         "ingest", help="add files and folders (Markdown, text, HTML, PDF) to a knowledge base"
@@ -86,7 +89,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "token":
         from parley.relay.auth import mint_token
 
-        extra = {settings.jwt_providers_claim: args.provider} if args.provider else None
+        extra: dict[str, object] = {}
+        if args.provider:
+            extra[settings.jwt_providers_claim] = args.provider
+        if args.kb:
+            extra[settings.kb_claim] = args.kb
         try:
             token = mint_token(settings, args.user, ttl_s=args.ttl, extra_claims=extra)
         except ValueError as exc:
