@@ -1,8 +1,8 @@
 """A scripted Realtime upstream on loopback (websockets server) for the relay's in-process tests.
 
 Script: ``session.created`` on connect; ``session.updated`` per ``session.update``; the first append after a
-commit -> ``speech_started``; ``input_audio_buffer.commit`` -> ``speech_stopped``, ``committed`` and a transcript
-("what are the opening hours"); user/system items -> ``conversation.item.added``; ``response.create`` -> created,
+commit -> ``speech_started``; ``input_audio_buffer.commit`` -> a transcription delta, ``speech_stopped``,
+``committed`` and a transcript ("what are the opening hours"); user/system items -> ``conversation.item.added``; deletes -> ``conversation.item.deleted``; ``response.create`` -> created,
 ``n_deltas`` audio deltas ``delta_gap_s`` apart, done; ``response.cancel`` with nothing running ->
 ``response_cancel_not_active``; truncate -> ``conversation.item.truncated``. ``GET /healthz`` answers 200.
 """
@@ -87,6 +87,13 @@ class FakeUpstream:
                     await send("input_audio_buffer.speech_started", audio_start_ms=0, item_id="item_u")
                 elif kind == "input_audio_buffer.commit":
                     state["speaking"] = False
+                    # the transcript of the speech so far, as a server sends it at the pause
+                    await send(
+                        "conversation.item.input_audio_transcription.delta",
+                        item_id="item_u",
+                        content_index=0,
+                        delta=TRANSCRIPT,
+                    )
                     await send("input_audio_buffer.speech_stopped", audio_end_ms=900, item_id="item_u")
                     await send("input_audio_buffer.committed", item_id="item_u")
                     await send(
@@ -111,6 +118,8 @@ class FakeUpstream:
                         await send("error", error=err)
                     else:
                         task.cancel()
+                elif kind == "conversation.item.delete":
+                    await send("conversation.item.deleted", item_id=ev["item_id"])
                 elif kind == "conversation.item.truncate":
                     await send(
                         "conversation.item.truncated", item_id=ev["item_id"], audio_end_ms=ev["audio_end_ms"]
