@@ -1,9 +1,12 @@
 """Fake engines and an in-process harness for ``LocalSession`` tests (no sockets, no models).
 
 - ``EnergyVad``: a scriptable VAD — any 10 ms frame with a sample above 1000 is speech.
-- ``ScriptedLLM``: yields scripted deltas (optionally slowly), records the messages, can be "down".
+- ``ScriptedLLM``: yields scripted deltas (optionally slowly, or held after the first one until ``gate`` is set),
+  records the messages and which requests ran to the end, can be "down". ``changed`` is set when a request
+  starts or ends (tests await conditions on it).
 - ``WordTTS``: 100 ms of audio per word of each phrase, in 50 ms chunks; records what it spoke and stopped.
-- ``FakeSTT``: returns a scripted transcript, can fail.
+- ``FakeSTT``: returns a scripted transcript (held until ``gate`` is set, when there is one), can fail; sets
+  ``changed`` when called.
 - ``Harness``: runs a session; ``send`` client events, ``expect`` server events; every server event is checked
   against the stock SDK's pydantic models.
 """
@@ -90,7 +93,10 @@ class ScriptedLLM:
         self.deltas = list(deltas)
         self.delay_s = delay_s
         self.down = False
+        self.gate: asyncio.Event | None = None
+        self.changed = asyncio.Event()
         self.calls: list[list[dict[str, str]]] = []
+        self.complete: list[bool] = []  # per request: all its deltas were read
         self.max_tokens: list[int | None] = []
         self.yielded = 0
         self.closed = 0
@@ -102,20 +108,27 @@ class ScriptedLLM:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> AsyncIterator[str]:
+        call = len(self.calls)
         self.calls.append(messages)
+        self.complete.append(False)
         self.max_tokens.append(max_tokens)
+        self.changed.set()
         if self.down:
             raise LLMUnavailable("LLM server at http://127.0.0.1:9/v1 is unreachable (connection refused)")
         try:
             for n, delta in enumerate(self.deltas):
                 if max_tokens is not None and n >= max_tokens:
-                    return
+                    break
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                if n and self.gate is not None:
+                    await self.gate.wait()
                 self.yielded += 1
                 yield delta
+            self.complete[call] = True
         finally:
             self.closed += 1
+            self.changed.set()
 
 
 class WordTTS:
@@ -148,11 +161,16 @@ class FakeSTT:
         self.fail = False
         self.calls = 0
         self.delay_s = 0.0
+        self.gate: asyncio.Event | None = None
+        self.changed = asyncio.Event()
 
     async def transcribe(self, pcm: bytes, *, language: str | None = None, prompt: str | None = None) -> str:
         self.calls += 1
+        self.changed.set()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             raise STTFailed("speech to text failed: model crashed")
         return self.text

@@ -7,7 +7,7 @@ the share of its words proportional to the share of its audio played.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -137,12 +137,25 @@ class Conversation:
     def delete(self, item_id: str) -> None:
         self._items.remove(self.get(item_id))
 
-    def llm_messages(self, instructions: str, items: list[Item] | None = None) -> list[dict[str, str]]:
+    def items_after(self, item_id: str) -> list[Item]:
+        for i, item in enumerate(self._items):
+            if item.id == item_id:
+                return self._items[i + 1 :]
+        return []
+
+    def llm_messages(
+        self,
+        instructions: str,
+        items: list[Item] | None = None,
+        *,
+        pending: Mapping[str, str] | None = None,
+    ) -> list[dict[str, str]]:
         """Chat messages for the LLM: the instructions, then each item's text (user audio by its transcript,
-        assistant audio by the text the user heard). Empty texts are left out."""
+        assistant audio by the text the user heard). Empty texts are left out. ``pending`` stands in a text for
+        items by id (a committed user turn whose transcript is not final yet), in their place."""
         messages = [{"role": "system", "content": instructions}] if instructions else []
         for item in self._items if items is None else items:
-            text = item.llm_text().strip()
+            text = (pending[item.id] if pending and item.id in pending else item.llm_text()).strip()
             if text:
                 messages.append({"role": item.role, "content": text})
         return messages

@@ -11,9 +11,12 @@ When the real response starts (automatic with ``create_response``; else the clie
 relay's after its context lookup) it computes its own plan and calls ``Preemptor.adopt``. Same turn, same plan, no
 failure: it gets the speculation and runs its usual pipeline on ``adopted_engines``, which serve the buffered
 deltas and audio first and then the live rest of the same streams, so the response is exactly one generated after
-``speech_stopped``, only earlier. Anything else (other words, an edited conversation, a changed session, a manual
-response) discards it. It is also discarded when speech resumes, a new utterance begins, or the turn ends without
-an automatic response. Discarding cancels its task, which closes the LLM HTTP stream (llama.cpp's server stops at
+``speech_stopped``, only earlier. Anything else (other words, a changed session, a manual response) discards it.
+Until the turn is answered (the user pausing, or the turn committed with no response yet), the session re-plans
+after every change of the conversation or the session (e.g. the relay injecting its context item, or deleting the
+previous turn's, during the pause) and ``start`` replaces a speculation whose plan differs, so the response finds
+the newest one. It is also discarded when speech resumes, a new utterance begins, or the turn ends without an
+automatic response. Discarding cancels its task, which closes the LLM HTTP stream (llama.cpp's server stops at
 the next token on disconnect; measured: the next request is not delayed) and the TTS stream at once.
 """
 
@@ -99,8 +102,9 @@ class _Channel(Generic[T]):
 class Speculation:
     """One speculative run: LLM deltas (and the first phrase's audio) into bounded buffers, owned by its task."""
 
-    def __init__(self, item_id: str, plan: Plan, engines: Engines) -> None:
+    def __init__(self, item_id: str, words: str, plan: Plan, engines: Engines) -> None:
         self.item_id = item_id
+        self.words = words  # the transcript it answers (its place in ``plan.messages`` depends on the turn)
         self.plan = plan
         self.started = time.monotonic()
         self.first_phrase: str | None = None
@@ -235,16 +239,20 @@ class Preemptor:
         self.adopted = 0
         self.discarded = 0
 
-    def start(self, item_id: str, plan: Plan) -> None:
-        """Speculate on ``plan`` for the turn ``item_id`` (keeps a running speculation with the same plan)."""
+    def start(self, item_id: str, words: str, plan: Plan) -> None:
+        """Speculate on ``plan`` for the turn ``item_id`` heard as ``words``. Keeps the current speculation if it has
+        the same turn and plan (running, finished or failed: an unchanged plan is not retried); replaces it
+        otherwise."""
         cur = self.current
-        if cur is not None and cur.item_id == item_id and cur.plan == plan and cur.error is None:
+        if cur is not None and cur.item_id == item_id and cur.plan == plan:
             return
-        self.discard(reason="replaced")
-        spec = Speculation(item_id, plan, self._engines)
+        if cur is not None:
+            same_words = cur.item_id == item_id and cur.words == words
+            self.discard(reason="plan changed" if same_words else "newer words")
+        spec = Speculation(item_id, words, plan, self._engines)
         spec.task = self._spawn(spec.run(), f"speculation-{item_id}")
         self.current = spec
-        logger.debug("speculating for %s on %r", item_id, plan.messages[-1][1])
+        logger.debug("speculating for %s on %r (%d messages)", item_id, words, len(plan.messages))
 
     def discard(self, item_id: str | None = None, *, reason: str) -> None:
         """Cancel the speculation (only if it is for ``item_id``, when given)."""
@@ -259,7 +267,7 @@ class Preemptor:
     def keep_if_words(self, item_id: str, text: str) -> None:
         """The final transcript of ``item_id`` is known: a speculation made from other words is of no use."""
         cur = self.current
-        if cur is not None and cur.item_id == item_id and cur.plan.messages[-1] != ("user", text.strip()):
+        if cur is not None and cur.item_id == item_id and cur.words != text.strip():
             self.discard(reason="final transcript differs")
 
     def adopt(self, item_id: str | None, plan: Plan) -> Speculation | None:

@@ -3,8 +3,9 @@
 One ``asyncio.TaskGroup`` holds every task of the session: the reader (client frames -> ``SessionState``), the
 writer (outbound queue -> client), the response task, transcription tasks (``parley.local.transcripts``: the
 speech so far at each pause onset, optional periodic partials, the final one per committed item) and the
-speculative answer started during a pause (``parley.local.preemptive``). When the client goes away the reader or writer raises ``_Closed`` and the group
-cancels the rest. The outbound queue is bounded (``settings.outbound_queue_size``); when it is full, producers wait
+speculative answer started during a pause (``parley.local.preemptive``), re-planned whenever the conversation or
+the session changes before the turn is answered. When the client goes away the reader or writer raises ``_Closed``
+and the group cancels the rest. The outbound queue is bounded (``settings.outbound_queue_size``); when it is full, producers wait
 (the response pipeline pauses, the reader stops reading), which pushes back on a client that does not read.
 
 Transport-agnostic: ``recv()`` returns the next text frame or None when the client has gone; ``send(text)`` sends.
@@ -84,13 +85,15 @@ class LocalSession:
         self._response: _Active | None = None
         self._pending_tx: dict[str, asyncio.Event] = {}
         self._stopped_at: dict[str, float] = {}
+        self._paused: tuple[str, str] | None = None
+        """(item id, words): the latest pause-onset transcript of the turn that is not answered yet."""
         self._tx = Transcripts(
             self.state,
             engines.stt,
             self._emit,
             interval_ms=settings.stt_partial_interval_ms,
-            on_paused_text=self._speculate,
-            on_resumed=lambda item_id: self._preempt.discard(item_id, reason="speech resumed"),
+            on_paused_text=self._on_paused_text,
+            on_resumed=lambda item_id: self._forget(item_id, reason="speech resumed"),
         )
         self._preempt = Preemptor(engines, self._spawn)
 
@@ -135,6 +138,8 @@ class LocalSession:
             await self._apply(outs)
             if event.type == "input_audio_buffer.append":
                 self._tx.on_audio()
+            else:
+                self._speculate()  # the conversation or the session may have changed the request: re-plan
 
     async def _writer(self) -> None:
         while True:
@@ -165,10 +170,12 @@ class LocalSession:
                     self._respond(out.spec, active), name=f"resp-{out.spec.id}"
                 )
                 self._response = active
+                # The turn is answered: its response adopts the speculation or discards it; no more re-plans.
+                self._paused = None
             elif isinstance(out, CancelResponse):
                 await self._cancel_response(out.reason)
             elif isinstance(out, SpeechBegan):
-                self._preempt.discard(reason="new speech")
+                self._forget(None, reason="new speech")
                 utt = self._tx.begin(out.item_id, out.start)
                 self._tg.create_task(self._tx.run(utt), name=f"partials-{out.item_id}")
 
@@ -200,20 +207,50 @@ class LocalSession:
             # from these exact words for its response.create; ``adopt`` checks the whole request then.
             self._preempt.keep_if_words(t.item_id, text)
         elif not any(isinstance(o, StartResponse) and o.spec.trigger_item_id == t.item_id for o in outs):
-            self._preempt.discard(t.item_id, reason="no automatic response")
+            self._forget(t.item_id, reason="no automatic response")
         await self._apply(outs)
+        self._speculate()  # another item's transcript changes the request; this turn's final words do not
 
-    def _speculate(self, item_id: str, text: str) -> None:
+    def _on_paused_text(self, item_id: str, text: str) -> None:
         """A transcript of the speech so far, made while the user pauses: start the answer it would get."""
-        td = self.state.config.turn_detection
-        text = text.strip()
-        if not (self.settings.preemptive_generation and td and text):
-            return
-        if self.state.active_response_id is not None:
-            return  # this turn will not be answered automatically (or it barges in: the answer is cancelled)
+        if self.settings.preemptive_generation and text.strip():
+            self._paused = (item_id, text.strip())
+            self._speculate()
+
+    def _forget(self, item_id: str | None, *, reason: str) -> None:
+        """The held pause transcript (of ``item_id``, when given) will not be answered: drop it, discard its
+        speculation."""
+        if self._paused is not None and item_id in (None, self._paused[0]):
+            self._paused = None
+        self._preempt.discard(item_id, reason=reason)
+
+    def _speculate(self) -> None:
+        """Speculate on the held pause transcript with the request its turn would make now. Called when it arrives
+        and after anything that may change that request; the Preemptor keeps a speculation whose plan is unchanged
+        and replaces one whose plan differs."""
+        if self._paused is None or self.state.active_response_id is not None:
+            return  # nothing to answer, or a response runs (this turn is not answered automatically then)
+        item_id, words = self._paused
+        conv = self.state.conversation
         spec = self.state.response_spec(trigger=item_id)
-        messages = self.state.conversation.llm_messages(spec.instructions)
-        self._preempt.start(item_id, Plan.of(spec, [*messages, {"role": "user", "content": text}]))
+        if self.state.speech_item_id == item_id:
+            # Pausing: the turn's user item will be appended at the end when it is committed.
+            messages = [*conv.llm_messages(spec.instructions), {"role": "user", "content": words}]
+        elif self._unanswered(item_id, words):
+            # Committed (maybe before context items): the words stand in for its transcript, in its place.
+            messages = conv.llm_messages(spec.instructions, pending={item_id: words})
+        else:
+            self._forget(item_id, reason="turn over")
+            return
+        self._preempt.start(item_id, words, Plan.of(spec, messages))
+
+    def _unanswered(self, item_id: str, words: str) -> bool:
+        """The committed turn ``item_id`` may still be answered from ``words``: its transcript is pending or these
+        words, and only system items (context) came after it."""
+        conv = self.state.conversation
+        if not conv.has(item_id) or conv.get(item_id).transcript not in (None, words):
+            return False
+        return all(item.role == "system" for item in conv.items_after(item_id))
 
     # --- responses --------------------------------------------------------------------------------------------
 
