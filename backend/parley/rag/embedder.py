@@ -38,6 +38,10 @@ class EmbedderError(RuntimeError):
     """The embedding model cannot be loaded (missing package, unsupported model directory)."""
 
 
+class EmbedderMismatchError(ValueError):
+    """A knowledge base holds another embedder's vectors: never search or extend it with this one."""
+
+
 # --- GELU (erf form) --------------------------------------------------------------------------------------------
 #
 # numpy has no erf. erfc(z) for z >= 0 is written t * exp(-z^2 + R(t)) with t = 1 / (1 + z/2) (the form of
