@@ -76,8 +76,9 @@ _WIDE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900
 
 
 def word_count(text: str) -> int:
-    """Words, with scripts written without spaces (CJK) counted as one word per two characters."""
-    return len(text.split()) + len(_WIDE.findall(text)) // 2
+    """Words; a run of a script written without spaces (CJK) counts one word per two characters. Additive over
+    whitespace-separated tokens, so a chunk's size is the sum of its sentences' sizes."""
+    return sum(1 + len(_WIDE.findall(token)) // 2 for token in text.split())
 
 
 _END = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？]+[”’」』)]*\s*")
@@ -109,10 +110,10 @@ def split_sentences(text: str) -> list[str]:
 
 def _hard_split(text: str, max_words: int) -> Iterator[str]:
     """A sentence longer than ``max_words`` in pieces at word boundaries (or characters, for CJK runs)."""
+    step = max(2, (max_words - 1) * 2)  # a piece of this many CJK characters counts max_words
     tokens: list[str] = []
     for word in text.split():
-        if word_count(word) > max_words:
-            step = max_words * 2
+        if len(word) > step:  # a run without spaces (CJK text, a URL): cut by characters
             tokens.extend(word[i : i + step] for i in range(0, len(word), step))
         else:
             tokens.append(word)

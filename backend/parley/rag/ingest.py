@@ -130,7 +130,7 @@ async def ingest(
                 bar.set_postfix_str(path.name[-40:], refresh=False)
             parsed = await asyncio.to_thread(load, path)
             if isinstance(parsed, Skipped):
-                logger.info("skipped %s: %s", path, parsed.reason)
+                logger.debug("skipped %s: %s", path, parsed.reason)
                 report.skipped.append(parsed)
             else:
                 await _ingest_one(parsed, kb, store, embedder, stored, report, force=force, config=config)
@@ -142,7 +142,7 @@ async def ingest(
     if prune:
         await _prune(roots, kb, store, stored, report)
     report.seconds = time.monotonic() - started
-    logger.info(
+    logger.debug(
         "ingest into %s: %d added, %d updated, %d unchanged, %d removed, %d skipped, %d chunks in %.1f s",
         kb,
         len(report.added),

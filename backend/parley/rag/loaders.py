@@ -294,17 +294,22 @@ def _paragraphs(text: str) -> list[list[str]]:
     return [p for p in paras if p]
 
 
-def _join_lines(lines: list[str], out: _SectionBuilder) -> None:
-    """Soft-wrapped lines joined into one block; a bullet starts a new block; a hyphen at a wrap is undone."""
+def _join_lines(lines: list[str], out: _SectionBuilder, *, wrapped: bool = False) -> None:
+    """Soft-wrapped lines joined into one block; a bullet starts a new block. ``wrapped`` (PDF text, where blank
+    lines between paragraphs are lost): a clearly short line that ends a sentence also ends the block."""
     current = ""
+    width = max((len(line) for line in lines), default=0)
     for line in lines:
         if _BULLET.match(line):
             out.block(current)
             current = _BULLET.sub("", line)
-        elif current.endswith("-") and line[:1].islower():
-            current = current[:-1] + line
+        elif current.endswith("-") and line[:1].islower():  # a word broken at the wrap: keep the hyphen
+            current += line
         else:
             current = f"{current} {line}" if current else line
+        if wrapped and len(line) < 0.75 * width and re.search(r"[.!?:][\"'”’)]?$", line):
+            out.block(current)
+            current = ""
     out.block(current)
 
 
@@ -451,7 +456,7 @@ def _parse_pdf(path: Path, data: bytes) -> tuple[str, list[Section]]:
     out = _SectionBuilder()
     for para in paras:
         if para:
-            _join_lines(para, out)
+            _join_lines(para, out, wrapped=True)
     return title, out.finish(title)
 
 
