@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--provider", action="append", help="restrict the user to this provider (repeatable)")
     token.add_argument(
-        "--kb", action="append", help="grant this knowledge base (repeatable; the first is the session default)"
+        "--kb",
+        action="append",
+        help="grant this knowledge base (repeatable; the first is the session default)",
     )
 
     ingest = sub.add_parser(
@@ -68,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--sessions", default="50,100,200", help="comma-separated concurrency levels")
     relay.add_argument("--seconds", type=float, default=10.0, help="seconds of streaming per level")
     relay.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    rag = bench_sub.add_parser(
+        "rag", help="knowledge base: retrieval speed, recall, turn latency, grounded answers"
+    )
+    rag.add_argument(
+        "--sections",
+        default="retrieval,recall,turns,grounded",
+        help="comma-separated: retrieval, recall, turns, grounded (default all)",
+    )
+    rag.add_argument("--sizes", default="1000,10000,100000", help="corpus sizes for the retrieval timing")
+    rag.add_argument("--turns", type=int, default=20, help="spoken turns per configuration (default 20)")
+    rag.add_argument(
+        "--models", default="smollm2-135m,qwen2.5-0.5b", help="LLMs for the grounded-answer section"
+    )
+    rag.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
     return parser
 
 
@@ -128,6 +144,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return aio.run(
                 run_turn_bench(
                     settings, turns=args.turns, url=args.url, out=args.out, via_relay=args.via_relay
+                )
+            )
+        if args.bench == "rag":
+            from parley.bench.rag import run_rag_bench
+
+            return aio.run(
+                run_rag_bench(
+                    settings,
+                    sizes=[int(x) for x in args.sizes.split(",") if x.strip()],
+                    turns=args.turns,
+                    out=args.out,
+                    sections=[x.strip() for x in args.sections.split(",") if x.strip()],
+                    models=[x.strip() for x in args.models.split(",") if x.strip()],
                 )
             )
         from parley.bench.relay import run_relay_bench

@@ -58,6 +58,8 @@ class TurnTimes:
     marks: dict[str, float] = field(default_factory=dict)
     server: dict[str, float] = field(default_factory=dict)
     transcript: str = ""
+    answer: str = ""
+    context: dict[str, Any] = field(default_factory=dict)  # the relay's parley.context, when there is one
     error: str = ""
 
     def stage_ms(self) -> dict[str, float]:
@@ -123,6 +125,10 @@ async def one_turn(
                     times.marks[mark] = now
                 if kind == "conversation.item.input_audio_transcription.completed":
                     times.transcript = event.get("transcript", "")
+                elif kind == "parley.context":
+                    times.context = event
+                elif kind == "response.output_audio_transcript.delta":
+                    times.answer += str(event.get("delta") or "")
                 elif kind == "parley.timing":
                     times.server.update({k: float(v) for k, v in event.items() if k.endswith("_ms")})
                 elif kind == "error":
@@ -237,8 +243,9 @@ async def run_turn_bench(
 
 
 @contextlib.asynccontextmanager
-async def _parley_up(settings: Settings) -> AsyncIterator[tuple[str, str]]:
-    """A real ``parley up`` child with a known secret and limits that a benchmark's many sessions fit in."""
+async def _parley_up(settings: Settings, env: dict[str, str] | None = None) -> AsyncIterator[tuple[str, str]]:
+    """A real ``parley up`` child with a known secret and limits that a benchmark's many sessions fit in
+    (``env``: more settings for it)."""
     import os
     import secrets
     import sys
@@ -255,6 +262,7 @@ async def _parley_up(settings: Settings) -> AsyncIterator[tuple[str, str]]:
         "PARLEY_JWT_SECRET": secret,
         "PARLEY_SESSIONS_PER_HOUR": "100000",
         "PARLEY_LOG_JSON": "false",
+        **(env or {}),
     }
     argv = [sys.executable, "-m", "parley.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
     async with ChildProcess("parley-up", argv, env=env, ready_url=f"http://127.0.0.1:{port}/readyz"):

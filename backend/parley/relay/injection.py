@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from parley.relay import wire
 from parley.relay.actions import FetchContext, ToUpstream
-from parley.relay.context import Context, build_query, context_text, same_query
+from parley.relay.context import Context, build_query, context_text, display_source, same_query, snippet
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +154,33 @@ class ContextItems:
         """The upstream dropped our item (deleted by someone else, or the conversation was reset)."""
         if item_id == self.injected_id:
             self.injected_id, self.injected_key = None, ()
+
+
+def context_event(
+    turn_id: int, query: str, lookup: Lookup, kb: str, speculative: bool, wait_ms: float | None
+) -> str:
+    """``parley.context``: what the relay found for a turn, told to the client before the answer."""
+    context = lookup.context
+    passages = context.passages if context is not None else []
+    best = context.best_score if context is not None else None
+    return wire.parley_event(
+        "parley.context",
+        turn_id=turn_id,
+        query=query,
+        status=lookup.status,
+        speculative=speculative,
+        retrieval_ms=round(lookup.retrieval_ms, 1),
+        wait_ms=None if wait_ms is None else round(wait_ms, 1),
+        kb=kb,
+        best_score=None if best is None else round(best, 3),
+        sources=[
+            {
+                "source": display_source(p.source),
+                "title": p.title,
+                "heading": p.headings,
+                "score": round(p.score, 3),
+                "snippet": snippet(p.text),
+            }
+            for p in passages
+        ],
+    )

@@ -35,8 +35,8 @@ from parley.relay.actions import (
     Turn,
     TurnDone,
 )
-from parley.relay.context import Context, build_query, display_source, snippet
-from parley.relay.injection import ContextItems, Lookup
+from parley.relay.context import Context, build_query, display_source
+from parley.relay.injection import ContextItems, Lookup, context_event
 
 logger = logging.getLogger(__name__)
 
@@ -450,32 +450,8 @@ class RelaySession:
         out: list[Action] = list(self._ctx.apply(lookup))
         passages = lookup.context.passages if lookup.context is not None else []
         turn.sources = list(dict.fromkeys(display_source(p.source) for p in passages))
-        best = lookup.context.best_score if lookup.context is not None else None
-        out.append(
-            ToClient(
-                wire.parley_event(
-                    "parley.context",
-                    turn_id=turn.seq,
-                    query=turn.query,
-                    status=lookup.status,
-                    speculative=reused,
-                    retrieval_ms=round(lookup.retrieval_ms, 1),
-                    wait_ms=round((now - turn.t1) * 1000.0, 1) if turn.t1 is not None else None,
-                    kb=self.cfg.kb,
-                    best_score=None if best is None else round(best, 3),
-                    sources=[
-                        {
-                            "source": display_source(p.source),
-                            "title": p.title,
-                            "heading": p.headings,
-                            "score": round(p.score, 3),
-                            "snippet": snippet(p.text),
-                        }
-                        for p in passages
-                    ],
-                )
-            )
-        )
+        wait_ms = (now - turn.t1) * 1000.0 if turn.t1 is not None else None
+        out.append(ToClient(context_event(turn.seq, turn.query, lookup, self.cfg.kb, reused, wait_ms)))
         out.append(ToUpstream(wire.client_event("response.create")))
         return out
 
