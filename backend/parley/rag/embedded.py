@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 REMOVED_LOG_KEEP = 1000  # generations of removed rowids kept; a reader further behind reloads its matrix
 MAX_QUERY_TERMS = 32
+COMMON_TERM_FRACTION = 0.1  # see _KbFile._selective_terms
+COMMON_TERM_MIN_ROWS = 2000
 _KB_NAME = re.compile(KB_NAME_PATTERN)
 _TERM = re.compile(r"\w+")
 _HEADINGS_SEP = "\x1f"
@@ -75,16 +77,20 @@ END;
 """
 
 
-def fts_query(text: str, *, drop_stop_words: bool = True) -> str | None:
-    """User text -> an FTS5 query that cannot be a syntax error: its words, each quoted, OR-ed. None when no word
-    is left (then the keyword leg has no candidates)."""
+def query_terms(text: str, *, drop_stop_words: bool = True) -> list[str]:
+    """The distinct words of user text, in order (stop words dropped unless nothing else is left)."""
     terms: list[str] = []
     for term in _TERM.findall(text.lower()):
         if term not in terms and not (drop_stop_words and term in STOP_WORDS):
             terms.append(term)
     if not terms and drop_stop_words:  # a query made only of stop words still searches for them
-        return fts_query(text, drop_stop_words=False)
-    return " OR ".join(f'"{t}"' for t in terms[:MAX_QUERY_TERMS]) or None
+        return query_terms(text, drop_stop_words=False)
+    return terms[:MAX_QUERY_TERMS]
+
+
+def fts_query(terms: Sequence[str]) -> str | None:
+    """Words -> an FTS5 query that cannot be a syntax error: each quoted, OR-ed. None when there are none."""
+    return " OR ".join(f'"{t}"' for t in terms) or None
 
 
 def relative_score_fusion(
@@ -163,8 +169,10 @@ class _VectorIndex:
 
     def cosines(self, query: Vector) -> npt.NDArray[np.float32]:
         """Cosine similarity of every row to ``query`` (a removed row: -2, below any cosine)."""
-        q = query / max(float(np.linalg.norm(query)), 1e-30)
-        scores = self.vectors[: self.size] @ q.astype(np.float32)
+        q = (query / max(float(np.linalg.norm(query)), 1e-30)).astype(np.float32)
+        # einsum: numpy's own single-threaded loop. A BLAS matrix-vector product spreads over all cores and,
+        # on a busy machine, waits for them: 0.7 ms against 16 ms p50 at 10k x 384 with the cores shared.
+        scores = np.einsum("ij,j->i", self.vectors[: self.size], q)
         scores *= self.inv_norms[: self.size]
         if self.dead:
             scores[self.inv_norms[: self.size] == 0] = -2.0
@@ -182,7 +190,7 @@ class _VectorIndex:
     def cosine_of(self, rowids: Sequence[int], query: Vector) -> list[float]:
         q = query / max(float(np.linalg.norm(query)), 1e-30)
         pos = np.searchsorted(self.rowids[: self.size], np.asarray(rowids, dtype=np.int64))
-        sims = (self.vectors[pos] @ q.astype(np.float32)) * self.inv_norms[pos]
+        sims = np.einsum("ij,j->i", self.vectors[pos], q.astype(np.float32)) * self.inv_norms[pos]
         return [float(s) for s in sims]
 
 
@@ -212,6 +220,8 @@ class _KbFile:
         self._schema_ready = False
         self._has_schema = False
         self.index = _VectorIndex(dim)
+        self._df: dict[str, int] = {}  # document frequency of query terms, at _df_generation
+        self._df_generation = -1
 
     def _connect(self, *, create: bool) -> sqlite3.Connection | None:
         if not create and not self.path.exists():
@@ -391,9 +401,9 @@ class _KbFile:
         index.generation = generation
         logger.debug("vector index of %s at generation %d: %d rows", self.path.name, generation, index.size)
 
-    @staticmethod
-    def _keyword(conn: sqlite3.Connection, query: str, limit: int) -> dict[int, float]:
-        match = fts_query(query)
+    def _keyword(self, conn: sqlite3.Connection, query: str, limit: int) -> dict[int, float]:
+        terms = self._selective_terms(conn, query_terms(query))
+        match = fts_query(terms)
         if match is None:
             return {}
         rows = conn.execute(
@@ -401,6 +411,28 @@ class _KbFile:
             (match, limit),
         ).fetchall()
         return {int(r): -float(score) for r, score in rows}  # bm25(): lower is better
+
+    def _selective_terms(self, conn: sqlite3.Connection, terms: list[str]) -> list[str]:
+        """Ranking costs ~1.2 us per matching row: in a large knowledge base, leave out the terms found in more
+        than ``COMMON_TERM_FRACTION`` of the chunks (their IDF is small) while rarer ones remain, and terms found
+        nowhere. Document frequencies are counted once per generation (~0.1 ms a term)."""
+        live = self.index.size - self.index.dead
+        if len(terms) < 2 or live < COMMON_TERM_MIN_ROWS:
+            return terms
+        if self._df_generation != self.index.generation:
+            self._df.clear()
+            self._df_generation = self.index.generation
+        for term in terms:
+            if term not in self._df:
+                if len(self._df) >= 4096:
+                    self._df.clear()
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{term}"',)
+                ).fetchone()
+                self._df[term] = int(count)
+        present = [t for t in terms if self._df[t] > 0]
+        cap = COMMON_TERM_FRACTION * live
+        return [t for t in present if self._df[t] <= cap] or sorted(present, key=self._df.__getitem__)[:1]
 
     @staticmethod
     def _chunks(conn: sqlite3.Connection, rowids: Sequence[int]) -> dict[int, Chunk]:
