@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import textwrap
 from pathlib import Path
 
@@ -284,10 +285,14 @@ def test_unusable_files_are_skipped_with_a_reason(
     assert _skip_reason(_write(tmp_path, name, content)) == reason
 
 
-def test_an_unreadable_file_is_skipped(tmp_path: Path) -> None:
+def test_special_and_missing_files_are_skipped(tmp_path: Path) -> None:
     folder = tmp_path / "folder.md"
-    folder.mkdir()  # reading a directory fails with an OSError
-    assert _skip_reason(folder).startswith("unreadable")
+    folder.mkdir()
+    assert _skip_reason(folder) == "not a regular file"
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)  # reading it would block forever
+    assert _skip_reason(fifo) == "not a regular file"
+    assert _skip_reason(tmp_path / "gone.md").startswith("unreadable")
 
 
 def test_supported_extensions() -> None:

@@ -59,7 +59,8 @@ class IngestReport:
         lines = [
             f"knowledge base {self.kb!r}: {len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.unchanged)} unchanged, {len(self.removed)} removed; {self.chunks_written} chunks "
-            f"written, {len(self.skipped)} files skipped ({self.seconds:.1f} s)"
+            f"written, {len(self.skipped)} {'file' if len(self.skipped) == 1 else 'files'} skipped "
+            f"({self.seconds:.1f} s)"
         ]
         for item in self.skipped[:max_skipped]:
             lines.append(f"  skipped {item.path}: {item.reason}")

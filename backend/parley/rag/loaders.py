@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,10 @@ def load(path: Path) -> ParsedDocument | Skipped:
     if parser is None:
         return Skipped(path, f"unsupported type {suffix}" if suffix else "unsupported type (no extension)")
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
+            return Skipped(path, "not a regular file")
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             return Skipped(path, f"file too large ({size // (1024 * 1024)} MB)")
         data = path.read_bytes()
