@@ -78,11 +78,15 @@ SYLLABLES = [
 def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
     words = list(COMMON)
     seen = set(words)
-    while len(words) < size:
-        word = "".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 5))))
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
+    syllables = np.asarray(SYLLABLES)
+    while len(words) < size:  # made-up words of 2-4 syllables, drawn in bulk
+        parts = syllables[rng.integers(len(SYLLABLES), size=(size, 4))]
+        lengths = rng.integers(2, 5, size=size)
+        for row, n in zip(parts, lengths, strict=True):
+            word = "".join(row[:n])
+            if word not in seen and len(words) < size:
+                seen.add(word)
+                words.append(word)
     return words
 
 
@@ -101,7 +105,8 @@ def generate_corpus(n: int, dim: int, *, seed: int = 0) -> tuple[list[tuple[Docu
     """``n`` chunks in documents of ``CHUNKS_PER_DOCUMENT``, with vectors; and the vocabulary."""
     rng = np.random.default_rng(seed)
     vocab = _vocabulary(rng, VOCABULARY)
-    words = np.asarray(vocab)[rng.choice(len(vocab), size=(n, WORDS_PER_CHUNK), p=_zipf(len(vocab)))]
+    picks = rng.choice(len(vocab), size=(n, WORDS_PER_CHUNK), p=_zipf(len(vocab)))
+    texts = [" ".join(row) for row in np.asarray(vocab, dtype=object)[picks].tolist()]
     vectors = _unit(rng, n, dim)
     items = []
     for start in range(0, n, CHUNKS_PER_DOCUMENT):
@@ -112,7 +117,7 @@ def generate_corpus(n: int, dim: int, *, seed: int = 0) -> tuple[list[tuple[Docu
                 source=source,
                 title=f"Document {start // CHUNKS_PER_DOCUMENT}",
                 headings=(f"Section {i % 7}",),
-                text=" ".join(words[start + i]),
+                text=texts[start + i],
                 ordinal=i,
             )
             for i in range(min(CHUNKS_PER_DOCUMENT, n - start))
