@@ -1,4 +1,4 @@
-"""Relay test fixtures: a real Redis for the whole session.
+"""Relay test fixtures: a real Redis for the whole session; the real local voice server (models tests).
 
 ``PARLEY_TEST_REDIS_URL`` points the tests at an existing Redis; otherwise a throw-away ``redis-server`` (no
 persistence) is started on a free loopback port and stopped at the end. Tests use fresh user ids, so they never
@@ -7,12 +7,14 @@ need to flush it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -66,3 +68,42 @@ def redis_url() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- the real local voice server (mark: models) ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def local_voice_url(
+    model_settings: Any, llama_server: Any, stt_engine: Any, tts_engine: Any, vad_factory: Any
+) -> AsyncIterator[str]:
+    import uvicorn
+
+    from parley.local.engines import Engines
+    from parley.local.llm import OpenAIChatLLM
+    from parley.local.server import create_app
+
+    settings = model_settings.model_copy(update={"llm_base_url": llama_server.base_url})
+    llm = OpenAIChatLLM(settings)
+    engines = Engines(stt=stt_engine, tts=tts_engine, llm=llm, vad=vad_factory)
+    # lifespan off: the engines belong to the session fixtures, which close them
+    config = uvicorn.Config(
+        create_app(settings, engines),
+        host="127.0.0.1",
+        port=0,
+        ws="auto",
+        lifespan="off",
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        yield f"ws://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1/realtime"
+    finally:
+        server.should_exit = True
+        await task
+        await llm.aclose()

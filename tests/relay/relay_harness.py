@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from parley.relay.context import ContextProvider
 from parley.relay.limits.base import Limiter
 from parley.relay.limits.memory import MemoryLimiter
 from parley.relay.state import RelayState
+from parley.relay.upstream import ProviderConfig, Upstream
 from parley.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
@@ -95,9 +96,18 @@ class Relay:
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    settings: Settings, *, limiter: Limiter | None = None, context: ContextProvider | None = None
+    settings: Settings,
+    *,
+    limiter: Limiter | None = None,
+    context: ContextProvider | None = None,
+    upstream_factory: Callable[[ProviderConfig], Upstream] | None = None,
 ) -> AsyncIterator[Relay]:
-    app = create_relay_app(settings, limiter=limiter or MemoryLimiter(settings), context=context)
+    app = create_relay_app(
+        settings,
+        limiter=limiter or MemoryLimiter(settings),
+        context=context,
+        upstream_factory=upstream_factory,
+    )
     server = relay_server(app, "127.0.0.1", 0)
     task = asyncio.create_task(server.serve())
     try:

@@ -223,3 +223,36 @@ def test_knowledge_base_comes_from_the_token_and_cannot_be_widened() -> None:
         kb_for(st, principal(parley_kb=["acme"]), "default")
     with pytest.raises(Forbidden):
         kb_for(st, principal(parley_kb="../etc"), None)
+
+
+def test_a_turn_waiting_for_a_slow_speculative_lookup_is_held_to_its_time_box() -> None:
+    s = make(context_timeout_s=0.15)
+    speech(s, 1.0)
+    (spec,) = fetches(delta(s, "item_u1", "how warm for quail", 1.5))
+    assert fetches(final(s, "item_u1", "how warm for quail", 2.0)) == []
+    assert s.deadline_moved and s.next_deadline() == pytest.approx(2.152)
+    assert s.tick(2.1) == []
+    actions = s.tick(2.152)
+    assert [e["type"] for e in upstream(actions)] == ["response.create"]
+    (context_event,) = client(actions)
+    assert context_event["status"] == "timeout"
+    # the lookup ends later: nothing is injected for the turn that has been answered
+    assert upstream(s.on_context(spec, ctx("quail"), "ok", 400.0, 2.4)) == []
+
+
+def test_a_pause_transcript_replaces_a_misheard_partial_and_later_deltas_start_nothing() -> None:
+    s = make()
+    speech(s, 1.0)
+    (early,) = fetches(delta(s, "item_u1", "How long do you", 1.5))  # a mid-speech partial, misheard
+    assert early.query == "How long do you"
+    s.on_context(early, ctx("misc"), "ok", 5.0, 1.6)
+    pause = ev("parley.pause_transcript", item_id="item_u1", text="How long do duck eggs take to hatch?")
+    actions = s.on_upstream_text(pause, 2.0)
+    assert client(actions) == []  # Parley's own signal from its local server: not the client's business
+    (spec,) = fetches(actions)
+    assert spec.query == "How long do duck eggs take to hatch?"
+    assert fetches(delta(s, "item_u1", " more", 2.1)) == []  # deltas are mid-speech partials from now on
+    s.on_context(spec, ctx("duck"), "ok", 5.0, 2.2)
+    assert s.speculated == "How long do duck eggs take to hatch?"
+    actions = final(s, "item_u1", "How long do duck eggs take to hatch?", 2.5)
+    assert [e["type"] for e in upstream(actions)] == ["response.create"]

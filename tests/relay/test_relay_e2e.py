@@ -6,51 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from openai import AsyncOpenAI
 from relay_harness import relay_settings, running_relay, token
 
 from parley.relay.context import Context, Passage
 
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module")
-async def local_voice_url(
-    model_settings: Any, llama_server: Any, stt_engine: Any, tts_engine: Any, vad_factory: Any
-) -> AsyncIterator[str]:
-    from parley.local.engines import Engines
-    from parley.local.llm import OpenAIChatLLM
-    from parley.local.server import create_app
-
-    settings = model_settings.model_copy(update={"llm_base_url": llama_server.base_url})
-    llm = OpenAIChatLLM(settings)
-    engines = Engines(stt=stt_engine, tts=tts_engine, llm=llm, vad=vad_factory)
-    # lifespan off: the engines belong to the session fixtures, which close them
-    config = uvicorn.Config(
-        create_app(settings, engines),
-        host="127.0.0.1",
-        port=0,
-        ws="auto",
-        lifespan="off",
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        yield f"ws://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1/realtime"
-    finally:
-        server.should_exit = True
-        await task
-        await llm.aclose()
 
 
 class _Library:

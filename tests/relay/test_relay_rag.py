@@ -103,7 +103,7 @@ async def test_a_store_over_its_time_box_is_skipped(upstream: FakeUpstream) -> N
         assert "conversation.item.create" not in upstream.types()  # nothing injected for it
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{r.http}/metrics")).text
-        assert 'parley_context_lookups_total{status="timeout"}' in metrics
+        assert 'parley_turn_context_total{speculative="false",status="timeout"} 1.0' in metrics
         store.release.set()
         await ws.close()
 

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 TRANSCRIPT_WAIT_S = 30.0
+REPLAN_DEBOUNCE_S = 0.01
 
 
 class _Closed(Exception):
@@ -96,6 +97,7 @@ class LocalSession:
             on_resumed=lambda item_id: self._forget(item_id, reason="speech resumed"),
         )
         self._preempt = Preemptor(engines, self._spawn)
+        self._replan: asyncio.TimerHandle | None = None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._tg is not None
@@ -110,6 +112,9 @@ class LocalSession:
                 tg.create_task(self._reader(), name="reader")
         except* _Closed:
             logger.debug("session %s closed", self.state.session_id)
+        finally:
+            if self._replan is not None:
+                self._replan.cancel()
 
     # --- pumps ------------------------------------------------------------------------------------------------
 
@@ -130,6 +135,8 @@ class LocalSession:
             except InvalidRequest as err:
                 await self._emit([error_event(err, event_id=event_id_of(raw))])
                 continue
+            if event.type == "response.create":
+                self._replan_now()  # a re-plan still waiting must be in place for the response to adopt
             try:
                 outs = self.state.handle(event)
             except Exception as exc:  # a bug must not end the session
@@ -139,7 +146,20 @@ class LocalSession:
             if event.type == "input_audio_buffer.append":
                 self._tx.on_audio()
             else:
-                self._speculate()  # the conversation or the session may have changed the request: re-plan
+                self._replan_soon()  # the conversation or the session may have changed the request
+
+    def _replan_soon(self) -> None:
+        """Re-plan the speculation shortly: events that come together (the relay replaces its context item with a
+        delete and a create) make one re-plan, not a speculation started and cancelled in between."""
+        if self._replan is not None:
+            self._replan.cancel()
+        self._replan = asyncio.get_running_loop().call_later(REPLAN_DEBOUNCE_S, self._replan_now)
+
+    def _replan_now(self) -> None:
+        if self._replan is not None:
+            self._replan.cancel()
+            self._replan = None
+            self._speculate()
 
     async def _writer(self) -> None:
         while True:

@@ -12,7 +12,8 @@ Per utterance (from ``speech_started`` to ``speech_stopped``) one loop, run as a
   sequential), so the final waits at most for the one run that is already on the worker.
 
 ``on_paused_text(item_id, text)`` is told each transcript started in a pause that finished with the user still in
-that pause (the preemptive generation starts from it); ``on_resumed(item_id)`` is told when speech resumes after a pause.
+that pause (the preemptive generation starts from it), and the client gets it whole as ``parley.pause_transcript``
+(the relay's speculative context lookup starts from it); ``on_resumed(item_id)`` is told when speech resumes after a pause.
 """
 
 from __future__ import annotations
@@ -122,12 +123,14 @@ class Transcripts:
                 text = await self._transcribe(utt)
                 if text is None:
                     continue
+                tx = self._state.config.transcription
                 if utt.paused and utt.pauses == pause:  # made in this pause, with no speech since
                     self._on_paused_text(utt.item_id, text)
+                    if tx is not None and text.strip():
+                        await self._emit([ev.parley_pause_transcript(utt.item_id, text.strip())])
                 if utt.stopped:
                     return
                 text = text.strip()
-                tx = self._state.config.transcription
                 if tx is not None and text.startswith(shown) and len(text) > len(shown):
                     await self._emit([ev.transcription_delta(utt.item_id, text[len(shown) :])])
                     shown = text

@@ -194,3 +194,10 @@ def output_text_done(rid: str, item_id: str, output_index: int, content_index: i
 def parley_timing(response_id: str, **marks_ms: float) -> Event:
     """Server-side stage timings of one response (``*_ms`` fields), sent just before its ``response.done``."""
     return _event("parley.timing", response_id=response_id, **{k: round(v, 1) for k, v in marks_ms.items()})
+
+
+def parley_pause_transcript(item_id: str, text: str) -> Event:
+    """The transcript of the speech so far, made at the onset of a pause (the turn may be about to end): the whole
+    text, unlike ``...transcription.delta``, which can only extend what was shown. The relay looks up context
+    for it while the VAD still waits."""
+    return _event("parley.pause_transcript", item_id=item_id, text=text)

@@ -38,12 +38,20 @@ class TurnDone:
 
 
 @dataclass(slots=True)
+class ContextUsed:
+    """A turn is answered with this context outcome (for the metrics)."""
+
+    status: str  # ok | empty | off | timeout | error
+    speculative: bool
+
+
+@dataclass(slots=True)
 class CloseSession:
     code: int
     reason: str
 
 
-Action = ToClient | ToUpstream | FetchContext | TurnDone | CloseSession
+Action = ToClient | ToUpstream | FetchContext | TurnDone | ContextUsed | CloseSession
 
 
 class AudioRate(Protocol):
@@ -58,6 +66,7 @@ class SessionConfig:
     self_interrupts: bool = True  # the upstream cancels its own response when the user starts speaking
     max_frame_bytes: int = 262_144
     kb: str = "default"
+    context_timeout_s: float = 0.15  # the time box of the context lookup at speech end
     rag_speculative: bool = True
     rag_max_passage_chars: int = 600
     idle_timeout_s: float = 30.0

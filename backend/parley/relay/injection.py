@@ -7,8 +7,8 @@ Rules:
 - An item is only (re)written when what it would say changes (``Context.key``: the chunk ids, or "nothing
   found"), so a speculative injection that the final lookup confirms stays as it is, and the upstream's
   speculative answer, which already includes it, can be adopted.
-- Speculation: partial transcripts (``...input_audio_transcription.delta``) of the utterance in progress start a
-  lookup (one at a time per session; a newer partial waits for the running one and then replaces it). Its result
+- Speculation: the transcript of the speech so far at the onset of a pause (``parley.pause_transcript`` from
+  Parley's local server; else the transcription deltas, e.g. OpenAI's) starts a lookup (one at a time per session; a newer partial waits for the running one and then replaces it). Its result
   is injected at once, during the pause, unless the utterance is already over. At the final transcript a finished
   speculative lookup for the same words is reused; a running one for the same words is awaited; otherwise the
   relay looks up again. Whatever the relay answers with, the item was rewritten for this turn's final lookup (or
@@ -59,6 +59,7 @@ class ContextItems:
         self._wanted: str | None = None
         self._result: Lookup | None = None
         self._finished: set[str] = set()
+        self._pause_transcripts = False  # the upstream sends parley.pause_transcript (Parley's local server)
 
     @staticmethod
     def owns(item_id: object) -> bool:
@@ -71,18 +72,36 @@ class ContextItems:
     # --- speculation --------------------------------------------------------------------------------------
 
     def on_partial(self, item_id: str, delta: str, previous: str | None) -> list[FetchContext]:
-        """A transcription delta of ``item_id``: maybe start a speculative lookup for the text so far."""
-        if not self.speculative or not item_id or item_id in self._finished:
+        """A transcription delta of ``item_id``: maybe start a speculative lookup for the text so far. Ignored
+        once the upstream has shown it sends whole pause transcripts (its deltas are then mid-speech partials)."""
+        if self._pause_transcripts or not self._start(item_id):
             return []
+        return self._want(item_id, self._partial + delta, previous)
+
+    def on_pause_text(self, item_id: str, text: str, previous: str | None) -> list[FetchContext]:
+        """The whole transcript so far, made at the onset of a pause (``parley.pause_transcript``)."""
+        self._pause_transcripts = True
+        if not self._start(item_id):
+            return []
+        return self._want(item_id, text, previous)
+
+    def _start(self, item_id: str) -> bool:
+        if not self.speculative or not item_id or item_id in self._finished:
+            return False
         if item_id != self._item:
             self._item, self._partial, self._result, self._wanted = item_id, "", None, None
-        self._partial += delta
-        self._previous = previous
-        query = build_query(self._partial, previous)
+        return True
+
+    def _want(self, item_id: str, text: str, previous: str | None) -> list[FetchContext]:
+        self._partial = text
+        query = build_query(text, previous)
         if not query.strip():
             return []
         if self._inflight is not None:
-            self._wanted = query  # looked up when the running one ends
+            if not same_query(query, self._inflight):
+                self._wanted = query  # looked up when the running one ends
+            return []
+        if self._result is not None and same_query(query, self._result.query):
             return []
         self._inflight = query
         return [FetchContext(None, query, item_id=item_id)]
@@ -98,6 +117,11 @@ class ContextItems:
             self._inflight = wanted
             return [FetchContext(None, wanted, item_id=req.item_id)]
         return []
+
+    @property
+    def speculated(self) -> str | None:
+        """The words of the last finished speculative lookup of the utterance in progress (None: none yet)."""
+        return self._result.query if self._result is not None and self._item is not None else None
 
     def may_inject_early(self, req: FetchContext) -> bool:
         """Inject a speculative result now? Only for the utterance in progress, never after it ended."""

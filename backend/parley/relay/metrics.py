@@ -50,6 +50,13 @@ class RelayMetrics:
             ["status"],
             registry=r,
         )
+        self.turn_context = Counter(
+            "parley_turn_context",
+            "Turns answered, by context outcome (ok, empty, off, timeout, error) and whether the lookup was "
+            "speculative (done during the pause)",
+            ["status", "speculative"],
+            registry=r,
+        )
         self.context_latency = Histogram(
             "parley_context_lookup_seconds",
             "Knowledge-base lookup time (embedding + search), speculative (during the pause) or final",

@@ -27,6 +27,7 @@ from parley.relay.outbox import Outbox
 from parley.relay.session import (
     Action,
     CloseSession,
+    ContextUsed,
     FetchContext,
     RelaySession,
     SessionConfig,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LIMIT_CODES = frozenset({"audio_rate_limited"})
+SPECULATIVE_TIMEOUT_S = 1.0
 
 
 class _Ended(Exception):
@@ -70,6 +72,7 @@ class SessionRuntime:
         self.upstream = upstream
         self.drain_requested = asyncio.Event()
         self.finished = asyncio.Event()
+        self._wake = asyncio.Event()  # the timer re-reads the session's next deadline
         self._drain_grace_s = s.shutdown_grace_s
         grant = admission.grant
         cfg = SessionConfig(
@@ -80,6 +83,7 @@ class SessionRuntime:
             max_frame_bytes=s.max_frame_bytes,
             idle_timeout_s=float(s.idle_timeout_s),
             kb=admission.kb,
+            context_timeout_s=s.context_timeout_ms / 1000.0,
             rag_speculative=s.rag_speculative,
             rag_max_passage_chars=s.rag_max_passage_chars,
             max_duration_s=float(s.session_max_duration_s),
@@ -111,6 +115,7 @@ class SessionRuntime:
     def request_drain(self, grace_s: float) -> None:
         self._drain_grace_s = grace_s
         self.drain_requested.set()
+        self._wake.set()
 
     async def run(self) -> None:
         """Pump until the session ends. Never raises for a normal end; the caller closes the upstream."""
@@ -149,6 +154,8 @@ class SessionRuntime:
                 if self._contexts.full():
                     self._contexts.get_nowait()
                 self._contexts.put_nowait(action)
+            elif isinstance(action, ContextUsed):
+                self.state.metrics.turn_context.labels(action.status, str(action.speculative).lower()).inc()
             elif isinstance(action, TurnDone):
                 self.state.metrics.observe_turn(action.provider, action.timings_ms)
             elif isinstance(action, CloseSession):
@@ -205,6 +212,9 @@ class SessionRuntime:
         try:
             async for text in self.upstream:
                 await self._dispatch(self.session.on_upstream_text(text, time.monotonic()))
+                if self.session.deadline_moved:  # e.g. a turn now waits for a speculative lookup
+                    self.session.deadline_moved = False
+                    self._wake.set()
         except UpstreamUnavailable as exc:
             message = exc.message
         if not self.session.closed:
@@ -232,13 +242,16 @@ class SessionRuntime:
             status = "ok"
             kind = "final" if req.turn is not None else "speculative"
             started = time.monotonic()
+            # A speculative lookup runs while the user still pauses, off the critical path: it gets a longer box.
+            # A turn that waits for it is held to its own time box by the session's clock (RelaySession.tick).
+            box_s = timeout_s if req.turn is not None else max(timeout_s, SPECULATIVE_TIMEOUT_S)
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(box_s):
                     context = await provider.retrieve(req.query, session_id=self.admission.session_id, kb=kb)
             except TimeoutError:
                 status = "timeout"
                 logger.warning(
-                    "%s context lookup over %d ms; answering without context", kind, round(timeout_s * 1000)
+                    "%s context lookup over %d ms; answering without context", kind, round(box_s * 1000)
                 )
             except Exception as exc:
                 status = "error"
@@ -270,7 +283,8 @@ class SessionRuntime:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wake):
-                    await self.drain_requested.wait()
+                    await self._wake.wait()
+            self._wake.clear()
 
     async def _lease_renewer(self) -> None:
         limiter = self.state.limiter

@@ -28,6 +28,7 @@ from parley.relay.actions import (
     Action,
     AudioRate,
     CloseSession,
+    ContextUsed,
     FetchContext,
     SessionConfig,
     ToClient,
@@ -44,6 +45,7 @@ __all__ = [
     "Action",
     "AudioRate",
     "CloseSession",
+    "ContextUsed",
     "FetchContext",
     "RelaySession",
     "SessionConfig",
@@ -80,6 +82,7 @@ class RelaySession:
         self._ctx = ContextItems(speculative=cfg.rag_speculative, max_chars=cfg.rag_max_passage_chars)
         self._last_user_text: str | None = None
         self._kb_warned = False
+        self.deadline_moved = False  # next_deadline() came closer: the runtime's timer must look again
         H = Callable[[dict[str, Any], str, float], list[Action]]
         self._client: dict[str, H] = {
             "input_audio_buffer.commit": self._forward_client,
@@ -95,6 +98,7 @@ class RelaySession:
             "input_audio_buffer.speech_stopped": self._u_speech_stopped,
             "input_audio_buffer.committed": self._u_committed,
             "conversation.item.input_audio_transcription.delta": self._u_transcript_delta,
+            "parley.pause_transcript": self._u_pause_transcript,
             "conversation.item.input_audio_transcription.completed": self._u_transcript,
             "conversation.item.input_audio_transcription.failed": self._u_transcript_failed,
             "conversation.item.added": self._u_item_added,
@@ -113,6 +117,11 @@ class RelaySession:
         return [ToClient(self._session_event("active")), ToUpstream(wire.session_update(self.cfg.upstream))]
 
     @property
+    def speculated(self) -> str | None:
+        """The words the context lookup of the utterance in progress was made for (what the last partial said)."""
+        return self._ctx.speculated
+
+    @property
     def busy(self) -> bool:
         """An answer is being prepared or spoken (drain waits for this to clear)."""
         return self.response_active or (self._turn is not None and self._turn.t1 is not None)
@@ -123,11 +132,30 @@ class RelaySession:
             deadline = min(deadline, self.end_at - self.cfg.expiry_warning_s)
         if self.cfg.idle_timeout_s > 0:
             deadline = min(deadline, self.last_activity + self.cfg.idle_timeout_s)
+        turn = self._turn
+        if turn is not None and turn.awaiting_speculation and turn.t1 is not None:
+            deadline = min(deadline, turn.t1 + self.cfg.context_timeout_s)
         return deadline
 
     def tick(self, now: float) -> list[Action]:
         if self.closed:
             return []
+        turn = self._turn
+        if (
+            turn is not None
+            and turn.awaiting_speculation
+            and turn.t1 is not None
+            and now >= turn.t1 + self.cfg.context_timeout_s
+        ):
+            # the speculative lookup this turn waits for is over the turn's time box: answer without it
+            turn.awaiting_speculation = False
+            logger.warning(
+                "context lookup over %.0f ms at speech end; answering without context",
+                self.cfg.context_timeout_s * 1000,
+            )
+            return self._answer(
+                turn, Lookup(turn.query, None, "timeout", (now - turn.t1) * 1000.0), now, reused=False
+            )
         if now >= self.end_at:
             return self.close(1008, "session_duration_limit", "the session reached its maximum duration")
         if self.cfg.idle_timeout_s > 0 and now - self.last_activity >= self.cfg.idle_timeout_s:
@@ -286,6 +314,12 @@ class RelaySession:
             out.extend(self._ctx.on_partial(item_id, delta, self._last_user_text))
         return out
 
+    def _u_pause_transcript(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        item_id, words = ev.get("item_id"), ev.get("text")
+        if isinstance(item_id, str) and isinstance(words, str) and not self.draining:
+            return list(self._ctx.on_pause_text(item_id, words, self._last_user_text))
+        return []  # the relay's business: clients get the standard transcription events
+
     def _u_transcript(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         transcript = str(ev.get("transcript") or "").strip()
         item_id = ev.get("item_id") if isinstance(ev.get("item_id"), str) else None
@@ -396,6 +430,7 @@ class RelaySession:
             return self._answer(turn, reuse, now, reused=True)
         if running:
             turn.awaiting_speculation = True
+            self.deadline_moved = True
             return []
         return [FetchContext(turn.seq, turn.query, item_id=turn.item_id)]
 
@@ -452,6 +487,7 @@ class RelaySession:
         turn.sources = list(dict.fromkeys(display_source(p.source) for p in passages))
         wait_ms = (now - turn.t1) * 1000.0 if turn.t1 is not None else None
         out.append(ToClient(context_event(turn.seq, turn.query, lookup, self.cfg.kb, reused, wait_ms)))
+        out.append(ContextUsed(lookup.status, reused))
         out.append(ToUpstream(wire.client_event("response.create")))
         return out
 
