@@ -49,7 +49,7 @@ PHONE = {
     "is_mobile": True,
     "has_touch": True,
 }
-QUESTION = "What is the capital of France?"
+QUESTION = "How long do duck eggs take to hatch?"  # answered from the sample knowledge base
 
 
 def _need_browser() -> None:
@@ -114,7 +114,8 @@ async def parley_up(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[s
     port = free_port()
     argv = [sys.executable, "-m", "parley.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path_factory.mktemp("up") / "parley-up.log"
-    env = _child_env(PARLEY_MAX_CONCURRENT_SESSIONS="1")
+    kb = tmp_path_factory.mktemp("kb")  # a fresh knowledge base: parley up ingests the samples into it
+    env = _child_env(PARLEY_MAX_CONCURRENT_SESSIONS="1", PARLEY_KB_DIR=str(kb))
     url = f"http://127.0.0.1:{port}"
     async with ChildProcess(
         "parley-up", argv, env=env, ready_url=f"{url}/readyz", ready_timeout_s=300, log_path=log
@@ -173,7 +174,11 @@ async def test_spoken_question_answered_played_and_interrupted(
         60,
     )
     heard = (await page.inner_text(".msg.user")).lower()
-    assert "capital" in heard and "france" in heard, heard
+    assert "duck" in heard and "hatch" in heard, heard
+    # the sources the relay found in the knowledge base, by document title
+    await wait_for(page, "!!document.querySelector('.meta.sources .source-title')", 30)
+    sources = await page.inner_text(".meta.sources")
+    assert "Hatching times" in sources or "waterfowl" in sources.lower(), sources
 
     # the answer plays; speaking over it (here: typing) stops it and trims it to what was played
     await wait_for(
