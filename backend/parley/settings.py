@@ -209,7 +209,14 @@ class Settings(BaseSettings):
         "started with the context before speech_stopped.",
     )
     rag_max_passage_chars: int = Field(
-        default=600, description="A passage is cut to this many characters when injected."
+        default=400,
+        description="An injected passage is cut to this many characters, around its sentence that best matches "
+        "the question.",
+    )
+    rag_decline: bool = Field(
+        default=True,
+        description="When nothing in the knowledge base clears the similarity floor (and the message is not small "
+        "talk), the answer is told to say the documents do not cover it instead of answering from memory.",
     )
 
     def kb_path(self) -> str:

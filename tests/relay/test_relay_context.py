@@ -256,3 +256,39 @@ def test_a_pause_transcript_replaces_a_misheard_partial_and_later_deltas_start_n
     assert s.speculated == "How long do duck eggs take to hatch?"
     actions = final(s, "item_u1", "How long do duck eggs take to hatch?", 2.5)
     assert [e["type"] for e in upstream(actions)] == ["response.create"]
+
+
+def test_a_long_passage_is_focused_on_the_sentence_that_matches_the_question() -> None:
+    from parley.relay.context import focus
+
+    text = (
+        "Chicken eggs hatch in 21 days. Turkeys take 28 days. Geese need 28 to 34 days depending on the breed. "
+        "Quail are quickest at 17 to 18 days. Guinea fowl hatch in 26 to 28 days. Muscovy ducks take 35 days."
+    )
+    out = focus(text, "how long for geese to hatch", max_chars=90)
+    assert "Geese need 28 to 34 days" in out and len(out) <= 90 + 8
+    assert out.startswith("... ") and out.endswith(" ...")
+    assert focus("Short text.", "anything", 90) == "Short text."
+    assert focus(text, "no shared words", 40).startswith("Chicken eggs hatch in 21 days.")
+
+
+def test_nothing_found_makes_the_answer_decline_unless_it_is_small_talk() -> None:
+    from parley.relay.context import is_small_talk
+
+    assert is_small_talk("Hello, how are you?") and is_small_talk("thanks!")
+    assert not is_small_talk("What's the price of a tractor?")
+    for words, declines in [("What's the price of a tractor?", True), ("Hello there!", False)]:
+        s = make()
+        speech(s, 1.0)
+        (fin,) = fetches(final(s, "item_u1", words, 2.0))
+        note, respond = upstream(s.on_context(fin, Context(best_score=0.1), "ok", 6.0, 2.01))
+        assert "nothing in the documents" in note["item"]["content"][0]["text"]
+        if declines:
+            instructions = respond["response"]["instructions"]
+            assert instructions.startswith("Be brief.") and "documents do not cover it" in instructions
+        else:
+            assert "response" not in respond
+    s = make(rag_decline=False)
+    speech(s, 1.0)
+    (fin,) = fetches(final(s, "item_u1", "What's the price of a tractor?", 2.0))
+    assert "response" not in upstream(s.on_context(fin, Context(), "ok", 6.0, 2.01))[-1]

@@ -119,7 +119,14 @@ async def test_a_spoken_question_is_answered_from_the_knowledge_base(
                     tg.create_task(spoken(conn, pcm, relay))
                     receiver = tg.create_task(events_until_done(conn, within_s=120))
             except BaseException:
-                dump = json.dumps([(round(t, 3), d, e) for t, d, e in Recording.log if e.get("type") != "input_audio_buffer.append"], indent=0)
+                dump = json.dumps(
+                    [
+                        (round(t, 3), d, e)
+                        for t, d, e in Recording.log
+                        if e.get("type") != "input_audio_buffer.append"
+                    ],
+                    indent=0,
+                )
                 await asyncio.to_thread(Path("/tmp/ragdebug.json").write_text, dump)
                 raise
             events = receiver.result()

@@ -129,6 +129,7 @@ class Answer:
     first_audio_ms: float | None = None
     first_text_ms: float | None = None
     total_ms: float | None = None
+    status: str = ""  # of the response: completed, incomplete (max tokens), failed, cancelled
     error: str = ""
     error_events: list[str] = field(default_factory=list)
 
@@ -178,9 +179,10 @@ async def _ask(conn: Any, text: str) -> Answer:
                 logger.warning("error event for %r: %s", text, out.error_events[-1])
         elif kind == "response.done":
             out.total_ms = ms
-            status = (event.get("response") or {}).get("status")
-            if status not in (None, "completed"):
-                out.error = f"response {status}"
+            response = event.get("response") or {}
+            out.status = str(response.get("status") or "")
+            if out.status in ("failed", "cancelled"):  # "incomplete" = cut at max tokens: still an answer
+                out.error = f"response {out.status}: {response.get('status_details')}"
             break
     out.text = (done_transcript or "".join(transcript) or "".join(output_text)).strip()
     return out
@@ -245,12 +247,17 @@ async def grounded_eval(
             **score(q, a.text),
             "context_status": a.context.get("status"),
             "sources": [s.get("source") for s in a.context.get("sources", [])],
+            "passages": [
+                {k: s.get(k) for k in ("source", "heading", "score", "snippet")}
+                for s in a.context.get("sources", [])
+            ],
             "best_score": a.context.get("best_score"),
             "source_hit": _hit(q, a.context) if a.context.get("status") == "ok" else None,
             "retrieval_ms": a.context.get("retrieval_ms"),
             "first_audio_ms": a.first_audio_ms,
             "first_text_ms": a.first_text_ms,
             "total_ms": a.total_ms,
+            "status": a.status,
             "error": error or a.error,
             "error_events": [e for x in answers for e in x.error_events],
         }
@@ -288,6 +295,8 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "source_hits": sum(1 for r in answerable if r["source_hit"]),
         "context_status": _counts(str(r["context_status"]) for r in rows),
         "errors": sum(1 for r in rows if r["error"]),
+        "error_events": sum(len(r["error_events"]) for r in rows),
+        "cut_at_max_tokens": sum(1 for r in rows if r["status"] == "incomplete"),
         # lookups slower than the relay's default time box (a spoken turn would have been answered without them)
         "lookups_over_default_box": sum(
             1 for r in rows if r["retrieval_ms"] is not None and r["retrieval_ms"] > DEFAULT_BOX_MS
@@ -401,7 +410,7 @@ def markdown(results: dict[str, Any]) -> str:
     rows: list[list[object]] = []
     for run in results["runs"]:
         if "error" in run and "totals" not in run:
-            rows.append([run["model"], "—", run["error"], "", "", "", "", "", "", ""])
+            rows.append([run["model"], "—", run["error"], *[""] * 8])
             continue
         t = run["totals"]
         k = t["by_kind"]
@@ -416,6 +425,7 @@ def markdown(results: dict[str, Any]) -> str:
                 t["answerable_refused"],
                 float("nan") if fa["p50"] is None else float(fa["p50"]),
                 float("nan") if fa["p95"] is None else float(fa["p95"]),
+                t["cut_at_max_tokens"],
                 t["errors"],
                 "–".join(f"{x:.1f}" for x in run.get("loadavg_1m", [])),
             ]
@@ -430,6 +440,7 @@ def markdown(results: dict[str, Any]) -> str:
             "answerable refused",
             "typed question → first audio p50 ms",
             "p95",
+            "answers cut at max tokens",
             "errors",
             "load (1 min, before–after)",
         ],

@@ -68,7 +68,8 @@ class SessionConfig:
     kb: str = "default"
     context_timeout_s: float = 0.15  # the time box of the context lookup at speech end
     rag_speculative: bool = True
-    rag_max_passage_chars: int = 600
+    rag_max_passage_chars: int = 400
+    rag_decline: bool = True
     idle_timeout_s: float = 30.0
     max_duration_s: float = 600.0
     expiry_warning_s: float = 30.0
@@ -88,7 +89,8 @@ class Turn:
     requested: bool = False  # the relay sent response.create
     sources: list[str] = field(default_factory=list)
     item_id: str | None = None  # the user's input item (audio turns)
-    query: str = ""
+    question: str = ""  # the user's words
+    query: str = ""  # what was looked up (with the previous question for a follow-up)
     awaiting_speculation: bool = False  # waits for a running speculative lookup of the same words
 
     def timings_ms(self) -> dict[str, float | None]:

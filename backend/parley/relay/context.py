@@ -111,20 +111,127 @@ NOTHING_FOUND = (
 )
 
 
-def context_text(context: Context, *, max_chars: int = 600) -> str:
-    """The system item the relay injects: short (every token costs prompt time on a CPU model), the sources
-    named so the model can say where an answer comes from."""
+def context_text(context: Context, *, max_chars: int = 600, query: str = "") -> str:
+    """The system item the relay injects: short (every token costs prompt time on a CPU model), each passage
+    focused on the sentences that share the most words with the query, the sources named."""
     if not context.passages:
         return NOTHING_FOUND
     lines = ["Knowledge base passages for the user's last message. Answer from them:"]
     for p in context.passages:
         where = " > ".join(x for x in (p.title, p.headings) if x) or p.source
-        text = " ".join(p.text.split())
-        if len(text) > max_chars:
-            cut = text.rfind(" ", 0, max_chars)
-            text = text[: cut if cut > 0 else max_chars] + " ..."
-        lines.append(f"[{where}] {text}")
+        lines.append(f"[{where}] {focus(p.text, query, max_chars)}")
     return "\n".join(lines)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "that",
+        "the",
+        "this",
+        "to",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+def _stems(text: str) -> set[str]:
+    out = set()
+    for w in _WORD.findall(text.lower()):
+        if w in _STOP or (len(w) < 3 and not w.isdigit()):
+            continue
+        for suffix in ("ing", "ed", "es", "s"):
+            if len(w) > len(suffix) + 2 and w.endswith(suffix):
+                w = w[: -len(suffix)]
+                break
+        out.add(w)
+    return out
+
+
+def focus(text: str, query: str, max_chars: int) -> str:
+    """At most ``max_chars`` of ``text``: the sentence sharing the most words with ``query`` (rarer words count
+    more; the first sentence when none shares any), then its neighbours, following ones first, in order."""
+    text = text.strip()
+    if len(" ".join(text.split())) <= max_chars:
+        return " ".join(text.split())
+    sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(text) if s.strip()]
+    wanted = _stems(query)
+    stems = [_stems(s) for s in sentences]
+    # a word of the question found in few sentences says more about which one answers it
+    df = {w: sum(1 for st in stems if w in st) for w in wanted}
+    scores = [sum(1.0 / df[w] for w in wanted & st) for st in stems]
+    best = max(range(len(sentences)), key=lambda i: (scores[i], -i))
+    lo = hi = best
+    used = len(sentences[best])
+    while True:
+        grew = False
+        for j in (hi + 1, lo - 1):
+            if 0 <= j < len(sentences) and used + 1 + len(sentences[j]) <= max_chars:
+                used += 1 + len(sentences[j])
+                lo, hi = min(lo, j), max(hi, j)
+                grew = True
+                break
+        if not grew:
+            break
+    picked = " ".join(sentences[lo : hi + 1])
+    if len(picked) > max_chars:  # one very long sentence
+        cut = picked.rfind(" ", 0, max_chars)
+        picked = picked[: cut if cut > 0 else max_chars] + " ..."
+    return ("... " if lo > 0 else "") + picked + (" ..." if hi < len(sentences) - 1 else "")
+
+
+# --- when the knowledge base has nothing ------------------------------------------------------------------
+
+DECLINE = (
+    "The knowledge base has nothing on the user's last message. Reply with one short sentence saying that your "
+    "documents do not cover it. Do not answer it from memory and do not guess."
+)
+_SMALL_TALK = re.compile(
+    r"^(hi|hello|hey|good (morning|afternoon|evening|night)|thanks?|thank you|bye|goodbye|see you|ok(ay)?|yes|no|"
+    r"how are you|who are you|what('s| is) your name|what can you do|nice to meet you)\b",
+    re.I,
+)
+
+
+def is_small_talk(message: str) -> bool:
+    """A greeting, thanks or a question about the assistant itself: answered without the documents."""
+    words = _WORD.findall(message)
+    return bool(words) and len(words) <= 8 and _SMALL_TALK.match(" ".join(words)) is not None
 
 
 def snippet(text: str, max_chars: int = 160) -> str:

@@ -168,7 +168,7 @@ class ContextItems:
         if key and lookup.context is not None:
             self._n += 1
             self.injected_id = f"{ITEM_PREFIX}{self._n}"
-            text = context_text(lookup.context, max_chars=self.max_chars)
+            text = context_text(lookup.context, max_chars=self.max_chars, query=lookup.query)
             out.append(
                 ToUpstream(wire.system_item(text, item_id=self.injected_id, event_prefix=EVENT_PREFIX))
             )

@@ -86,6 +86,7 @@ class SessionRuntime:
             context_timeout_s=s.context_timeout_ms / 1000.0,
             rag_speculative=s.rag_speculative,
             rag_max_passage_chars=s.rag_max_passage_chars,
+            rag_decline=s.rag_decline,
             max_duration_s=float(s.session_max_duration_s),
             expiry_warning_s=s.expiry_warning_s,
             limits={

@@ -36,7 +36,7 @@ from parley.relay.actions import (
     Turn,
     TurnDone,
 )
-from parley.relay.context import Context, build_query, display_source
+from parley.relay.context import DECLINE, Context, build_query, display_source, is_small_talk
 from parley.relay.injection import ContextItems, Lookup, context_event
 
 logger = logging.getLogger(__name__)
@@ -421,6 +421,7 @@ class RelaySession:
             self._turn = None
             return []
         turn.t1 = now
+        turn.question = transcript
         turn.query = build_query(transcript, self._last_user_text)
         self._last_user_text = transcript
         reuse = self._ctx.reusable(turn.item_id, turn.query)
@@ -488,7 +489,15 @@ class RelaySession:
         wait_ms = (now - turn.t1) * 1000.0 if turn.t1 is not None else None
         out.append(ToClient(context_event(turn.seq, turn.query, lookup, self.cfg.kb, reused, wait_ms)))
         out.append(ContextUsed(lookup.status, reused))
-        out.append(ToUpstream(wire.client_event("response.create")))
+        if lookup.status == "empty" and self.cfg.rag_decline and not is_small_talk(turn.question):
+            # Nothing in the knowledge base is close enough: decided here, from the similarity, and said by the
+            # model under an instruction for this one response (a small model ignores a note and guesses).
+            instructions = f"{self.cfg.upstream.instructions}\n\n{DECLINE}".strip()
+            out.append(
+                ToUpstream(wire.client_event("response.create", response={"instructions": instructions}))
+            )
+        else:
+            out.append(ToUpstream(wire.client_event("response.create")))
         return out
 
     # --- events the relay writes --------------------------------------------------------------------------
