@@ -13,8 +13,9 @@ Scoring (deliberately simple, reported beside the figures):
   not match "17" or "7.5", "13:00" does not match "113:00").
 - unanswerable: correct when the answer declines (one of ``REFUSALS``: "don't know", "not cover", "no
   information", "not in the documents", "can't find", ...), contains no digit (no made-up price, score, date or
-  temperature) and is at most ``MAX_REFUSAL_WORDS`` words (no made-up how-to after a polite "I'm not sure").
-  ``refused`` is reported for answerable questions too: a refusal there is a miss.
+  temperature), is at most ``MAX_REFUSAL_WORDS`` words (no made-up how-to after a polite "I'm not sure") and does
+  not read out the injected text (``QUOTES_CONTEXT``: its wording such as "the user's last message", or a
+  "[Title > Heading]" label). ``refused`` and ``quotes_context`` are reported for every answer.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ REFUSALS = re.compile(
     r"|(?:outside|beyond) (?:the|my|what)"
     r")",
 )
+# The injected system item's own wording, or its "[Title > Heading]" labels, in an answer: the model read the
+# context out instead of answering from it (spoken to the user as is).
+QUOTES_CONTEXT = re.compile(
+    r"user's last message|the last message|knowledge base passages|answer from them|knowledge base:"
+    r"|if it asks for facts|small talk needs no documents|\[[^\]]{3,}\]"
+)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
@@ -107,16 +114,18 @@ def score(question: dict[str, Any], answer: str) -> dict[str, Any]:
     """``correct``, ``refused`` and which key matched (answerable) for one answer."""
     norm = normalise(answer)
     refused = is_refusal(answer)
+    quotes = bool(QUOTES_CONTEXT.search(norm))
     if question.get("kind") == "unanswerable":
         words = len(norm.split())
         digits = any(c.isdigit() for c in norm)
         return {
-            "correct": refused and not digits and words <= MAX_REFUSAL_WORDS,
+            "correct": refused and not digits and words <= MAX_REFUSAL_WORDS and not quotes,
             "refused": refused,
+            "quotes_context": quotes,
             "matched": None,
         }
     matched = next((k for k in question.get("answer_contains", []) if contains_key(norm, normalise(k))), None)
-    return {"correct": matched is not None, "refused": refused, "matched": matched}
+    return {"correct": matched is not None, "refused": refused, "quotes_context": quotes, "matched": matched}
 
 
 # --- asking through the relay -----------------------------------------------------------------------------
@@ -291,6 +300,7 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "by_kind": by_kind,
         "answerable": {"correct": sum(r["correct"] for r in answerable), "n": len(answerable)},
         "answerable_refused": sum(1 for r in answerable if r["refused"]),
+        "quotes_context": sum(1 for r in rows if r["quotes_context"]),
         "unanswerable": by_kind["unanswerable"],
         "source_hits": sum(1 for r in answerable if r["source_hit"]),
         "context_status": _counts(str(r["context_status"]) for r in rows),
@@ -410,7 +420,7 @@ def markdown(results: dict[str, Any]) -> str:
     rows: list[list[object]] = []
     for run in results["runs"]:
         if "error" in run and "totals" not in run:
-            rows.append([run["model"], "—", run["error"], *[""] * 8])
+            rows.append([run["model"], "—", run["error"], *[""] * 9])
             continue
         t = run["totals"]
         k = t["by_kind"]
@@ -425,6 +435,7 @@ def markdown(results: dict[str, Any]) -> str:
                 t["answerable_refused"],
                 float("nan") if fa["p50"] is None else float(fa["p50"]),
                 float("nan") if fa["p95"] is None else float(fa["p95"]),
+                t["quotes_context"],
                 t["cut_at_max_tokens"],
                 t["errors"],
                 "–".join(f"{x:.1f}" for x in run.get("loadavg_1m", [])),
@@ -440,6 +451,7 @@ def markdown(results: dict[str, Any]) -> str:
             "answerable refused",
             "typed question → first audio p50 ms",
             "p95",
+            "answers quoting the injected text",
             "answers cut at max tokens",
             "errors",
             "load (1 min, before–after)",
@@ -450,5 +462,6 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['questions']} questions from rag/questions.json; {results['setup']}.\n\n{table}\n\n"
         "An answer is correct when it contains one of the question's key strings (number words read as digits, a "
         "number never matched inside a longer one); an unanswerable question is declined when the answer says "
-        f"the documents do not cover it (or similar), has no digit and at most {MAX_REFUSAL_WORDS} words."
+        f"the documents do not cover it (or similar), has no digit, at most {MAX_REFUSAL_WORDS} words and does not "
+        "read the injected text out (its wording, or a [Title > Heading] label)."
     )
