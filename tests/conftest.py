@@ -33,7 +33,8 @@ def model_settings() -> Settings:
     """Settings as a fresh process would read them, minus anything a developer exported for the LLM."""
     from parley.settings import Settings
 
-    return Settings(llama_port=0, llm_model="smollm2")
+    # The small SmolLM2 keeps the suite quick; the knowledge-base end-to-end test runs the default Qwen 0.5B.
+    return Settings(llama_port=0, llm_model="smollm2", llama_model_path="smollm2-135m")
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 30.0
     llm_connect_timeout_s: float = 3.0
     llm_max_tokens: int = 256
-    llm_temperature: float = 0.7
+    llm_temperature: float = Field(
+        default=0.2, description="Sampling temperature (low: answers stay with the injected passages)."
+    )
 
     # --- local voice server: limits ------------------------------------------------------------------------
     max_event_bytes: int = Field(
@@ -80,7 +82,9 @@ class Settings(BaseSettings):
 
     # --- `parley up`: the bundled llama.cpp server ---------------------------------------------------------
     llama_model_path: str = Field(
-        default="", description="GGUF for `parley up`. Empty = the packaged SmolLM2-135M."
+        default="",
+        description="GGUF for `parley up`: a path, or a packaged model's name (qwen2.5-0.5b, smollm2-135m). "
+        "Empty = qwen2.5-0.5b.",
     )
     llama_port: int = 0
     llama_threads: int = 2

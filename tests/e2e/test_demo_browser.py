@@ -49,7 +49,7 @@ PHONE = {
     "is_mobile": True,
     "has_touch": True,
 }
-QUESTION = "How long do duck eggs take to hatch?"  # answered from the sample knowledge base
+QUESTION = "How long do chicken eggs take to hatch?"  # answered from the sample knowledge base
 
 
 def _need_browser() -> None:
@@ -174,7 +174,7 @@ async def test_spoken_question_answered_played_and_interrupted(
         60,
     )
     heard = (await page.inner_text(".msg.user")).lower()
-    assert "duck" in heard and "hatch" in heard, heard
+    assert "chicken" in heard and "hatch" in heard, heard
     # the sources the relay found in the knowledge base, by document title
     await wait_for(page, "!!document.querySelector('.meta.sources .source-title')", 30)
     sources = await page.inner_text(".meta.sources")

@@ -7,7 +7,6 @@ need to flush it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -77,33 +76,8 @@ def redis_url() -> Iterator[str]:
 async def local_voice_url(
     model_settings: Any, llama_server: Any, stt_engine: Any, tts_engine: Any, vad_factory: Any
 ) -> AsyncIterator[str]:
-    import uvicorn
-
-    from parley.local.engines import Engines
-    from parley.local.llm import OpenAIChatLLM
-    from parley.local.server import create_app
+    from relay_harness import local_voice_server
 
     settings = model_settings.model_copy(update={"llm_base_url": llama_server.base_url})
-    llm = OpenAIChatLLM(settings)
-    engines = Engines(stt=stt_engine, tts=tts_engine, llm=llm, vad=vad_factory)
-    # lifespan off: the engines belong to the session fixtures, which close them
-    config = uvicorn.Config(
-        create_app(settings, engines),
-        host="127.0.0.1",
-        port=0,
-        ws="auto",
-        lifespan="off",
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        yield f"ws://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1/realtime"
-    finally:
-        server.should_exit = True
-        await task
-        await llm.aclose()
+    async with local_voice_server(settings, stt_engine, tts_engine, vad_factory) as url:
+        yield url

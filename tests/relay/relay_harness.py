@@ -133,3 +133,32 @@ async def recv_until(
             if event["type"] == type_:
                 return event, seen
             seen.append(event["type"])
+
+
+@contextlib.asynccontextmanager
+async def local_voice_server(settings: Settings, stt: Any, tts: Any, vad: Any) -> AsyncIterator[str]:
+    """The real local voice server in this process on a free port (its LLM at ``settings.llm_base_url``); yields
+    its ws URL. The engines belong to the caller (session fixtures), which closes them."""
+    import uvicorn
+
+    from parley.local.engines import Engines
+    from parley.local.llm import OpenAIChatLLM
+    from parley.local.server import create_app
+
+    llm = OpenAIChatLLM(settings)
+    engines = Engines(stt=stt, tts=tts, llm=llm, vad=vad)
+    config = uvicorn.Config(
+        create_app(settings, engines), host="127.0.0.1", port=0, ws="auto", lifespan="off", log_config=None
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        yield f"ws://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1/realtime"
+    finally:
+        server.should_exit = True
+        await task
+        await llm.aclose()

@@ -1,6 +1,6 @@
 """End to end with the knowledge base: the stock openai SDK speaks a question through the relay to the REAL local
-voice server (faster-whisper, llama.cpp, Piper), the relay retrieves from the sample knowledge base (embedded
-store, all-MiniLM-L6-v2 in numpy) during the user's pause, and the answer uses it.
+voice server (faster-whisper, llama.cpp with the default Qwen2.5-0.5B, Piper), the relay retrieves from the sample
+knowledge base (embedded store, all-MiniLM-L6-v2 in numpy) during the user's pause, and the answer uses it.
 
 The speech is streamed at real-time pace: the pause must last in wall-clock time for the relay's speculative
 lookup to reach the local server before ``speech_stopped``, as it does with a person speaking."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
-from relay_harness import relay_settings, running_relay, token
+from relay_harness import local_voice_server, relay_settings, running_relay, token
 
 from parley.relay.upstream import ProviderConfig, Upstream, WebSocketUpstream
 
@@ -35,6 +36,26 @@ async def retriever(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[A
     assert await ensure_samples(r.store, r.embedder, "default")
     yield r
     await r.aclose()
+
+
+@pytest.fixture(scope="module")
+async def qwen_voice_url(
+    model_settings: Any,
+    stt_engine: Any,
+    tts_engine: Any,
+    vad_factory: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[str]:
+    """A local voice server on the default LLM (Qwen2.5-0.5B): the small SmolLM2 of the other tests answers from
+    the passages only about half the time (docs/benchmarks.md)."""
+    from parley.llama_server import LlamaServer
+
+    settings = model_settings.model_copy(update={"llama_model_path": "", "llm_model": "qwen"})
+    log = tmp_path_factory.mktemp("qwen") / "llama-server.log"
+    async with LlamaServer(settings, log_path=log) as llama:
+        url_settings = settings.model_copy(update={"llm_base_url": llama.base_url})
+        async with local_voice_server(url_settings, stt_engine, tts_engine, vad_factory) as url:
+            yield url
 
 
 class Recording(WebSocketUpstream):
@@ -89,7 +110,7 @@ async def spoken(conn: Any, speech: bytes, relay: Any) -> None:
             while True:
                 (runtime,) = relay.state.sessions
                 words = runtime.session.speculated
-                if words is not None and "hatch" in words.lower():
+                if words is not None and "collect" in words.lower():
                     break
                 await asyncio.sleep(0.01)
     except TimeoutError:
@@ -103,39 +124,27 @@ def first(log: list[tuple[float, str, dict[str, Any]]], direction: str, type_: s
 
 
 async def test_a_spoken_question_is_answered_from_the_knowledge_base(
-    local_voice_url: str, retriever: Any
+    qwen_voice_url: str, retriever: Any
 ) -> None:
     from parley.bench.speech import speak
 
     Recording.log = []
-    pcm = speak("How long do duck eggs take to hatch?", lead_silence_ms=300, tail_silence_ms=300)
+    pcm = speak("What times are the eggs collected?", lead_silence_ms=300, tail_silence_ms=300)
     async with running_relay(
-        relay_settings(local_voice_url), context=retriever, upstream_factory=recording
+        relay_settings(qwen_voice_url), context=retriever, upstream_factory=recording
     ) as relay:
         client = AsyncOpenAI(base_url=f"{relay.http}/v1", api_key=token("rag-speaker"))
         async with client.realtime.connect(model="parley-local") as conn:
-            try:
-                async with asyncio.TaskGroup() as tg:  # a failure of either side ends the other
-                    tg.create_task(spoken(conn, pcm, relay))
-                    receiver = tg.create_task(events_until_done(conn, within_s=120))
-            except BaseException:
-                dump = json.dumps(
-                    [
-                        (round(t, 3), d, e)
-                        for t, d, e in Recording.log
-                        if e.get("type") != "input_audio_buffer.append"
-                    ],
-                    indent=0,
-                )
-                await asyncio.to_thread(Path("/tmp/ragdebug.json").write_text, dump)
-                raise
+            async with asyncio.TaskGroup() as tg:  # a failure of either side ends the other
+                tg.create_task(spoken(conn, pcm, relay))
+                receiver = tg.create_task(events_until_done(conn, within_s=120))
             events = receiver.result()
     by_type = {e["type"]: e for e in events}
     transcript = by_type["conversation.item.input_audio_transcription.completed"]["transcript"]
-    assert "duck" in transcript.lower()
+    assert "collect" in transcript.lower(), transcript
     ctx = by_type["parley.context"]
     assert ctx["status"] == "ok", ctx
-    assert {Path(s["source"]).name for s in ctx["sources"]} & {"hatching-times.md", "waterfowl.md"}, ctx
+    assert "house-rules.txt" in {Path(s["source"]).name for s in ctx["sources"]}, ctx
     # the injected passage never reaches the client
     assert not any(e.get("item", {}).get("role") == "system" for e in events)
 
@@ -147,7 +156,7 @@ async def test_a_spoken_question_is_answered_from_the_knowledge_base(
         if d == "sent" and e["type"] == "conversation.item.create" and e["item"]["role"] == "system"
     )
     system = log[create_at][2]["item"]["content"][0]["text"]
-    assert "28" in system, system  # the passage with the duck's hatching time, in place before the answer
+    assert "13:00" in system, system  # the farm's own rule, in place before the answer
     # the speculation path: retrieved on the pause's partial transcript and injected before speech_stopped ...
     assert ctx["speculative"] is True, ctx
     stopped_at, _ = first(log, "got", "input_audio_buffer.speech_stopped")
@@ -159,4 +168,4 @@ async def test_a_spoken_question_is_answered_from_the_knowledge_base(
         e.get("delta", "") for e in events if e["type"] == "response.output_audio_transcript.delta"
     )
     assert by_type["response.done"]["response"]["status"] == "completed"
-    assert "28" in answer or "twenty-eight" in answer.lower(), answer
+    assert re.search(r"\b(13|1 ?pm|one)\b", answer.lower()), answer  # 13:00, "1 pm", "one o'clock"

@@ -193,7 +193,7 @@ def test_turn_with_context_injects_system_item_then_response_create() -> None:
 def test_turn_without_context_or_with_a_timed_out_hook_just_answers() -> None:
     for context, status, sent in [
         (Context(searched=False), "off", ["response.create"]),
-        (Context(), "empty", ["conversation.item.create", "response.create"]),
+        (Context(), "empty", ["response.create"]),
         (None, "timeout", ["response.create"]),
     ]:
         s = make()
@@ -202,8 +202,8 @@ def test_turn_without_context_or_with_a_timed_out_hook_just_answers() -> None:
         assert [e["type"] for e in to_upstream(actions)] == sent
         (ctx_event,) = to_client(actions)
         assert ctx_event["status"] == status and ctx_event["sources"] == []
-        if status == "empty":  # the knowledge base has nothing: said in code, not left to the model
-            assert "do not guess" in to_upstream(actions)[0]["item"]["content"][0]["text"]
+        if status == "empty":  # the knowledge base has nothing: decided in code, not left to the model
+            assert "do not guess" in to_upstream(actions)[0]["response"]["instructions"]
 
 
 def test_store_errors_warn_the_client_once_and_answer_without_context() -> None:

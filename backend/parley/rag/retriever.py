@@ -2,8 +2,8 @@
 passages whose similarity clears the floor.
 
 The floor is the decision "the knowledge base has nothing on this", made in code from the cosine similarity of
-query and passage (absolute), rather than hoped for from a small model. Below it the relay injects a short note
-instead of passages (``parley.relay.context.NOTHING_FOUND``).
+query and passage (absolute), rather than hoped for from a small model. Below it the relay injects nothing and
+tells the answer to decline (``parley.relay.context.DECLINE``), unless the message is small talk.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ class Passage:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a lookup found. ``searched`` is False when the provider does not search at all (RAG off): then the
-    relay injects nothing. With ``searched`` and no passages, nothing in the knowledge base was close enough."""
+    """What a lookup found. ``searched`` is False when the provider does not search at all (RAG off). With
+    ``searched`` and no passages, nothing in the knowledge base was close enough. Either way nothing is injected
+    (a note would only be read out by a small model); the relay may tell the answer to decline instead."""
 
     passages: list[Passage] = field(default_factory=list)
     searched: bool = True
@@ -42,11 +43,9 @@ class Context:
 
     @property
     def key(self) -> tuple[str, ...]:
-        """What the injected item depends on: two lookups with the same key inject the same text."""
+        """What the injected item depends on: two lookups with the same key inject the same text; () = no item."""
         if not self.searched:
             return ()
-        if not self.passages:
-            return ("none",)
         return tuple(p.chunk_id or f"{p.source}#{hash(p.text)}" for p in self.passages)
 
 
@@ -105,21 +104,14 @@ def same_query(a: str, b: str) -> bool:
 
 # --- the injected item ------------------------------------------------------------------------------------
 
-NOTHING_FOUND = (
-    "Knowledge base: nothing in the documents matches the user's last message. If it asks for facts, say "
-    "briefly that the documents do not cover it; do not guess. Small talk needs no documents."
-)
-
 
 def context_text(context: Context, *, max_chars: int = 600, query: str = "") -> str:
     """The system item the relay injects: short (every token costs prompt time on a CPU model), each passage
     focused on the sentences that share the most words with the query, the sources named."""
-    if not context.passages:
-        return NOTHING_FOUND
-    lines = ["Knowledge base passages for the user's last message. Answer from them:"]
+    lines = ["Facts from the knowledge base for the user's last message; answer from them:"]
     for p in context.passages:
-        where = " > ".join(x for x in (p.title, p.headings) if x) or p.source
-        lines.append(f"[{where}] {focus(p.text, query, max_chars)}")
+        where = " > ".join(x for x in (p.title, p.headings) if x) or display_source(p.source)
+        lines.append(f"- {focus(p.text, query, max_chars)} (from: {where})")
     return "\n".join(lines)
 
 
