@@ -162,3 +162,14 @@ async def local_voice_server(settings: Settings, stt: Any, tts: Any, vad: Any) -
         server.should_exit = True
         await task
         await llm.aclose()
+
+
+async def events_until_done(conn: Any, within_s: float) -> list[dict[str, Any]]:
+    """Events from an ``openai`` SDK realtime connection up to and including ``response.done``."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(within_s):
+        while True:
+            event = json.loads(await conn.recv_bytes())
+            events.append(event)
+            if event["type"] == "response.done":
+                return events

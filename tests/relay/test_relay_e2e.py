@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
-from relay_harness import relay_settings, running_relay, token
+from relay_harness import events_until_done, relay_settings, running_relay, token
 
 from parley.relay.context import Context, Passage
 
@@ -25,16 +24,6 @@ class _Library:
         return True
 
 
-async def _events_until_done(conn: Any, within_s: float) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    async with asyncio.timeout(within_s):
-        while True:
-            event = json.loads(await conn.recv_bytes())
-            events.append(event)
-            if event["type"] == "response.done":
-                return events
-
-
 async def test_sdk_spoken_turn_through_the_relay_to_the_local_voice_server(local_voice_url: str) -> None:
     from parley.bench.speech import speak
 
@@ -46,7 +35,7 @@ async def test_sdk_spoken_turn_through_the_relay_to_the_local_voice_server(local
             for i in range(0, len(pcm), chunk):
                 await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + chunk]).decode())
                 await asyncio.sleep(0.02)  # faster than real time, within the inbound audio burst
-            events = await _events_until_done(conn, within_s=120)
+            events = await events_until_done(conn, within_s=120)
             turn = json.loads(await asyncio.wait_for(conn.recv_bytes(), 10))
     types = [e["type"] for e in events]
     assert "input_audio_buffer.speech_started" in types
@@ -79,7 +68,7 @@ async def test_openai_provider_path_against_a_local_voice_server(local_voice_url
             }
             await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
             await conn.response.create()
-            events = await _events_until_done(conn, within_s=120)
+            events = await events_until_done(conn, within_s=120)
     types = [e["type"] for e in events]
     assert types.count("response.created") == 1
     assert "response.output_audio.delta" in types

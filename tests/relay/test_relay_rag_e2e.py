@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
-from relay_harness import local_voice_server, relay_settings, running_relay, token
+from relay_harness import events_until_done, local_voice_server, relay_settings, running_relay, token
 
 from parley.relay.upstream import ProviderConfig, Upstream, WebSocketUpstream
 
@@ -78,16 +78,6 @@ class Recording(WebSocketUpstream):
 
 def recording(cfg: ProviderConfig) -> Upstream:
     return Recording(cfg)
-
-
-async def events_until_done(conn: Any, within_s: float) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    async with asyncio.timeout(within_s):
-        while True:
-            event = json.loads(await conn.recv_bytes())
-            events.append(event)
-            if event["type"] == "response.done":
-                return events
 
 
 async def stream(conn: Any, pcm: bytes) -> None:
