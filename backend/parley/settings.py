@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         "pause-onset transcript before speech_stopped; adopted when the turn ends with the same request.",
     )
 
+    preemptive_client_grace_ms: int = Field(
+        default=150,
+        ge=0,
+        description="When the client answers turns itself (create_response=false, e.g. the relay), wait this "
+        "long after a pause transcript for the client's context before speculating (0 = at once).",
+    )
+
     # --- local voice server: text to speech (Piper) --------------------------------------------------------
     tts_voice: str = Field(
         default="", description="Piper .onnx voice path. Empty = the packaged en_US-joe-medium."

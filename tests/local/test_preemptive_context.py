@@ -245,3 +245,23 @@ async def test_instructions_changed_during_the_pause_restart_the_speculation() -
         assert h.session._preempt.adopted == 1
     assert llm.calls[1] == [msg("system", "Be brief."), msg("user", QUESTION)]
     assert llm.complete == [False, True]
+
+
+async def test_a_relay_gets_time_to_add_context_before_the_speculation_starts() -> None:
+    # A grace no test could wait out: the speculation can only start because the context arrived.
+    engines, llm, stt = fakes()
+    llm.gate.set()
+    async with running(engines, preemptive_client_grace_ms=600_000) as h:
+        await h.update(**RELAY_MODE)
+        await pause(h)
+        pause_words = await h.expect("parley.pause_transcript")  # the relay looks up context for these
+        assert pause_words["text"] == QUESTION
+        await until(llm.changed, lambda: stt.calls == 1)
+        assert llm.calls == []  # waiting for the client's context
+        await h.send(context_item("item_ctx1", CONTEXT))
+        await until(llm.changed, lambda: len(llm.calls) == 1)
+        await stop(h)
+        await h.expect("conversation.item.input_audio_transcription.completed")
+        await answer(h)
+        assert h.session._preempt.adopted == 1
+    assert llm.calls == [[msg("system", INSTRUCTIONS), msg("system", CONTEXT), msg("user", QUESTION)]]

@@ -148,12 +148,13 @@ class LocalSession:
             else:
                 self._replan_soon()  # the conversation or the session may have changed the request
 
-    def _replan_soon(self) -> None:
+    def _replan_soon(self, delay_s: float = 0.0) -> None:
         """Re-plan the speculation shortly: events that come together (the relay replaces its context item with a
         delete and a create) make one re-plan, not a speculation started and cancelled in between."""
         if self._replan is not None:
             self._replan.cancel()
-        self._replan = asyncio.get_running_loop().call_later(REPLAN_DEBOUNCE_S, self._replan_now)
+        delay_s = delay_s or REPLAN_DEBOUNCE_S
+        self._replan = asyncio.get_running_loop().call_later(delay_s, self._replan_now)
 
     def _replan_now(self) -> None:
         if self._replan is not None:
@@ -232,10 +233,18 @@ class LocalSession:
         self._speculate()  # another item's transcript changes the request; this turn's final words do not
 
     def _on_paused_text(self, item_id: str, text: str) -> None:
-        """A transcript of the speech so far, made while the user pauses: start the answer it would get."""
+        """A transcript of the speech so far, made while the user pauses: start the answer it would get. A client
+        that answers turns itself (``create_response=false``, e.g. the relay) is given a moment to add context
+        for these words first (it gets them as ``parley.pause_transcript``): a speculation started without it
+        would be replaced at once, and llama.cpp finishes reading a cancelled request's prompt before the next."""
         if self.settings.preemptive_generation and text.strip():
             self._paused = (item_id, text.strip())
-            self._speculate()
+            td = self.state.config.turn_detection
+            grace = self.settings.preemptive_client_grace_ms / 1000.0
+            if td is not None and not td.create_response and grace > 0:
+                self._replan_soon(grace)
+            else:
+                self._speculate()
 
     def _forget(self, item_id: str | None, *, reason: str) -> None:
         """The held pause transcript (of ``item_id``, when given) will not be answered: drop it, discard its
