@@ -112,6 +112,11 @@ async def retrieval(settings: Settings, sizes: list[int]) -> dict[str, Any]:
     return await retrieval_latency(sizes=tuple(sizes))
 
 
+SHORT = {
+    "RAG off": "RAG off",
+    "RAG on, looked up at speech end": "RAG on,\nat speech end",
+    "RAG on, speculative (during the pause)": "RAG on,\nspeculative",
+}
 CONFIGS = [
     ("RAG off", {"PARLEY_RAG_ENABLED": "false"}),
     ("RAG on, looked up at speech end", {"PARLEY_RAG_SPECULATIVE": "false"}),
@@ -221,7 +226,7 @@ def report(results: dict[str, Any], out: Path) -> None:
                     f"{spec}/{len(trows)}",
                 ]
             )
-            series[name.replace(", ", ",\n")] = ue
+            series[SHORT.get(name, name)] = ue
         plot = out / "rag.png"
         box_plot(plot, series, title="End of speech → first audio through the relay (ms)", ylabel="ms")
         parts.append(
