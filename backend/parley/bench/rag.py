@@ -210,7 +210,9 @@ def report(results: dict[str, Any], out: Path) -> None:
         for name, trows in results["turns"].items():
             fa, ue, wait = _vals(trows, "first_audio"), _vals(trows, USER_STAGE), _vals(trows, "wait_ms")
             ret = _vals(trows, "retrieval_ms")
-            spec = sum(1 for r in trows if r.get("speculative") and r.get("context_status") in ("ok", "empty"))
+            spec = sum(
+                1 for r in trows if r.get("speculative") and r.get("context_status") in ("ok", "empty")
+            )
             sf, su, sw = summary(fa), summary(ue), summary(wait)
             rows.append(
                 [
