@@ -174,7 +174,9 @@ async def test_spoken_question_answered_played_and_interrupted(
         60,
     )
     heard = (await page.inner_text(".msg.user")).lower()
-    assert "chicken" in heard and "hatch" in heard, heard
+    assert "eggs" in heard and "hatch" in heard, (
+        heard
+    )  # "chicken" comes through the browser's audio path as "check in" at times
     # the sources the relay found in the knowledge base, by document title
     await wait_for(page, "!!document.querySelector('.meta.sources .source-title')", 30)
     sources = await page.inner_text(".meta.sources")
