@@ -136,7 +136,7 @@ MODELS: dict[str, PackagedModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
 }
-DEFAULT = "qwen2.5-0.5b"  # grounded answers 18/28 vs 14/28 for SmolLM2 (docs/benchmarks.md, grounded answers)
+DEFAULT = "qwen2.5-0.5b"  # grounded answers 20/28 vs 11/28 for SmolLM2 (docs/benchmarks.md, grounded answers)
 
 
 def resolve(value: str) -> PackagedModel | Path:
