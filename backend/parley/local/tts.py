@@ -143,21 +143,25 @@ class PiperTTS:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work() -> None:
+            # The last item (end or failure) is handed over only once this job no longer counts as active: the
+            # consumer may return (or raise) as soon as it has it, and ``active_jobs`` must be settled by then.
+            last: TTSFailed | None = None
             with self._active_lock:
                 self._active += 1
             try:
-                if self._produce(text, name, put, slots, stop):
-                    put(None)
-                elif not stop.is_set():
-                    put(TTSFailed("text to speech is closed"))
+                if not self._produce(text, name, put, slots, stop):
+                    if stop.is_set():
+                        return  # the consumer stopped reading: nobody waits for an end
+                    last = TTSFailed("text to speech is closed")
             except TTSFailed as exc:
-                put(exc)
+                last = exc
             except Exception as exc:
                 logger.exception("Piper failed")
-                put(TTSFailed(f"speech synthesis failed: {exc}"))
+                last = TTSFailed(f"speech synthesis failed: {exc}")
             finally:
                 with self._active_lock:
                     self._active -= 1
+            put(last)
 
         try:
             job = loop.run_in_executor(self._executor, work)
