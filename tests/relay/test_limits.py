@@ -1,4 +1,9 @@
-"""The limiter contract, run against both backends (memory, and a real Redis), plus two relay instances on one Redis."""
+"""The limiter contract, run against both backends (memory, and a real Redis), plus two relay instances on one Redis.
+
+Time: the memory limiter runs on a fake clock that tests advance (no sleeping, exact figures). The Redis limiter reads
+Redis ``TIME``, so there time really passes: its timed tests sleep, with margins that hold on a loaded machine (a
+sleep only ever lasts longer; every "not yet" is checked well inside its deadline).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,23 @@ from parley.settings import Settings
 Build = Callable[..., Awaitable[Limiter]]
 
 
+class Clock:
+    """The time the limiters of one test see: a fake clock for the memory backend, real time for Redis."""
+
+    def __init__(self, *, real: bool) -> None:
+        self.real = real
+        self._now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return time.time() if self.real else self._now
+
+    async def advance(self, seconds: float) -> None:
+        if self.real:
+            await asyncio.sleep(seconds)
+        else:
+            self._now += seconds
+
+
 def _settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "max_concurrent_sessions": 2,
@@ -32,9 +54,14 @@ def _settings(**overrides: Any) -> Settings:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def build(request: pytest.FixtureRequest) -> AsyncIterator[Build]:
+def clock(request: pytest.FixtureRequest) -> Clock:
+    return Clock(real=request.param == "redis")
+
+
+@pytest.fixture
+async def build(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[Build]:
     """A factory of limiters of one backend; ``window_s`` shortens the hourly window for the sliding-window test."""
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = request.getfixturevalue("redis_url") if clock.real else ""
     made: list[Limiter] = []
 
     async def _build(window_s: float = 3600.0, **overrides: Any) -> Limiter:
@@ -43,7 +70,7 @@ async def build(request: pytest.FixtureRequest) -> AsyncIterator[Build]:
         if url:
             limiter = RedisLimiter(settings, window_s=window_s)
         else:
-            limiter = MemoryLimiter(settings, window_s=window_s)
+            limiter = MemoryLimiter(settings, clock=clock, window_s=window_s)
         made.append(limiter)
         return limiter
 
@@ -62,7 +89,7 @@ async def _refusal(limiter: Limiter, user: str, sid: str) -> LimitExceeded:
     return info.value
 
 
-async def test_concurrency_cap(build: Build) -> None:
+async def test_concurrency_cap(build: Build, clock: Clock) -> None:
     limiter = await build(session_lease_s=20.0)
     user = _user()
     first = await limiter.acquire_session(user, "s1")
@@ -70,7 +97,7 @@ async def test_concurrency_cap(build: Build) -> None:
     assert isinstance(first, SessionGrant)
     assert (first.active, second.active, second.max_concurrent) == (1, 2, 2)
     assert (first.starts_in_window, second.starts_in_window, second.per_hour) == (1, 2, 100)
-    assert abs(first.expires_at - (time.time() + 600)) < 5
+    assert abs(first.expires_at - (clock() + 600)) < 5
     err = await _refusal(limiter, user, "s3")
     assert err.code == "too_many_sessions"
     assert 1 <= err.retry_after_s <= 20
@@ -98,23 +125,26 @@ async def test_reacquiring_a_live_session_is_a_renewal(build: Build) -> None:
     assert (again.active, again.starts_in_window) == (1, 1)
 
 
-async def test_lease_expiry_frees_a_slot(build: Build) -> None:
-    limiter = await build(session_lease_s=0.3)
+async def test_lease_expiry_frees_a_slot(build: Build, clock: Clock) -> None:
+    limiter = await build(session_lease_s=1.5)
     user = _user()
     await limiter.acquire_session(user, "s1")
     await limiter.acquire_session(user, "s2")
     assert (await _refusal(limiter, user, "s3")).code == "too_many_sessions"
-    await asyncio.sleep(0.45)
+    if not clock.real:  # exactly at the deadline: still held; just past it: free
+        await clock.advance(1.5 - 1e-6)
+        assert (await _refusal(limiter, user, "s3")).code == "too_many_sessions"
+    await clock.advance(1.6)
     assert (await limiter.acquire_session(user, "s3")).active == 1
     assert await limiter.renew_session(user, "s1") is False
 
 
-async def test_renew_keeps_the_lease(build: Build) -> None:
-    limiter = await build(max_concurrent_sessions=1, session_lease_s=0.6)
+async def test_renew_keeps_the_lease(build: Build, clock: Clock) -> None:
+    limiter = await build(max_concurrent_sessions=1, session_lease_s=1.5)
     user = _user()
     await limiter.acquire_session(user, "s1")
-    for _ in range(5):  # 1 s in all: well past the lease
-        await asyncio.sleep(0.2)
+    for _ in range(3):  # 2.7 s in all: well past the lease
+        await clock.advance(0.9)
         assert await limiter.renew_session(user, "s1") is True
     assert (await _refusal(limiter, user, "s2")).code == "too_many_sessions"
     assert await limiter.renew_session(user, "unknown") is False
@@ -122,17 +152,18 @@ async def test_renew_keeps_the_lease(build: Build) -> None:
     assert await limiter.renew_session(user, "s1") is False
 
 
-async def test_hourly_sliding_window(build: Build) -> None:
-    limiter = await build(window_s=1.0, sessions_per_hour=2, max_concurrent_sessions=10)
+async def test_hourly_sliding_window(build: Build, clock: Clock) -> None:
+    limiter = await build(window_s=3.0, sessions_per_hour=2, max_concurrent_sessions=10)
     user = _user()
     await limiter.acquire_session(user, "a")
-    await asyncio.sleep(0.3)
+    await clock.advance(1.2)
     await limiter.acquire_session(user, "b")
     await limiter.release_session(user, "a")  # releasing does not give a start back
     err = await _refusal(limiter, user, "c")
     assert err.code == "session_rate_limited"
-    assert err.retry_after_s == 1.0  # the oldest start leaves the window in ~0.7 s, rounded up
-    await asyncio.sleep(0.8)  # "a" left the window, "b" did not
+    # The oldest start leaves the window in 1.8 s, rounded up (less when real time ran on meanwhile).
+    assert err.retry_after_s in ((1.0, 2.0) if clock.real else (2.0,))
+    await clock.advance(2.0)  # "a" left the window (3.2 s old), "b" did not (2.0 s)
     assert (await limiter.acquire_session(user, "c")).starts_in_window == 2
     assert (await _refusal(limiter, user, "d")).code == "session_rate_limited"
 
@@ -151,9 +182,9 @@ def _principal(**claims: Any) -> Principal:
     return Principal(user_id=claims["sub"], claims=MappingProxyType(claims), providers=frozenset({"local"}))
 
 
-async def test_ticket_is_single_use(build: Build) -> None:
+async def test_ticket_is_single_use(build: Build, clock: Clock) -> None:
     limiter = await build(ticket_ttl_s=30)
-    exp = int(time.time()) + 3600
+    exp = int(clock()) + 3600
     ticket, ttl = await limiter.issue_ticket(_principal(exp=exp, role="tester"))
     assert ttl == 30
     assert len(ticket) >= 40 and ticket.replace("-", "").replace("_", "").isalnum()
@@ -168,17 +199,20 @@ async def test_ticket_is_single_use(build: Build) -> None:
     assert await limiter.redeem_ticket("") is None
 
 
-async def test_ticket_expires(build: Build) -> None:
-    limiter = await build(ticket_ttl_s=1)
+async def test_ticket_expires(build: Build, clock: Clock) -> None:
+    limiter = await build(ticket_ttl_s=2)
     ticket, ttl = await limiter.issue_ticket(_principal())
-    assert ttl == 1
-    await asyncio.sleep(1.15)
+    assert ttl == 2
+    live, _ = await limiter.issue_ticket(_principal())
+    await clock.advance(1.0)
+    assert await limiter.redeem_ticket(live) is not None  # not yet
+    await clock.advance(1.1)
     assert await limiter.redeem_ticket(ticket) is None
 
 
-async def test_ticket_never_outlives_its_token(build: Build) -> None:
+async def test_ticket_never_outlives_its_token(build: Build, clock: Clock) -> None:
     limiter = await build(ticket_ttl_s=60)
-    _, ttl = await limiter.issue_ticket(_principal(exp=int(time.time()) + 5))
+    _, ttl = await limiter.issue_ticket(_principal(exp=int(clock()) + 5))
     assert 1 <= ttl <= 5
 
 

@@ -27,7 +27,7 @@ def make(**kw: Any) -> RelaySession:
 
 
 def ev(type_: str, **fields: Any) -> str:
-    return json.dumps({"type": type_, **fields})
+    return json.dumps({"type": type_, **fields}, separators=(",", ":"), ensure_ascii=False)
 
 
 def client(actions: list[Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ def make(now: float = 100.0, **kw: Any) -> RelaySession:
 
 
 def ev(type_: str, **fields: Any) -> str:
-    return json.dumps({"type": type_, **fields})
+    """A frame as the relay itself writes JSON, so a forwarded client frame compares equal to what was sent."""
+    return json.dumps({"type": type_, **fields}, separators=(",", ":"), ensure_ascii=False)
 
 
 def to_client(actions: list[Any]) -> list[dict[str, Any]]:
@@ -325,3 +326,30 @@ def test_upstream_audio_is_forwarded_without_reencoding() -> None:
     lost = s.upstream_lost("the voice provider closed the connection")
     assert to_client(lost)[0]["error"]["code"] == "upstream_unavailable"
     assert isinstance(lost[-1], CloseSession) and lost[-1].code == 1011
+
+
+def test_hostile_frames_get_an_error_and_the_session_lives_on() -> None:
+    s = make()
+    nested = "[" * 10_000 + "]" * 10_000
+    surrogate = '{"type":"nope","event_id":"\\ud800"}'
+    duplicate = '{"type":"session.update","type":"input_audio_buffer.clear"}'
+    for frame, code in [(nested, "invalid_json"), (surrogate, "invalid_json"), (duplicate, "invalid_json")]:
+        actions = s.on_client_text(frame, 1.0)
+        (err,) = to_client(actions)
+        assert err["type"] == "error" and err["error"]["code"] == code, err
+        assert err["error"]["event_id"] is None  # nothing of the hostile frame is echoed
+        assert not to_upstream(actions)
+        json.dumps(err).encode("utf-8")  # what goes to the client always encodes
+    # a long event_id is not echoed either; the session still forwards good frames
+    (err,) = to_client(s.on_client_text(ev("nope", event_id="x" * 500), 1.1))
+    assert err["error"]["event_id"] is None and err["error"]["code"] == "event_not_allowed"
+    assert to_upstream(s.on_client_text(ev("input_audio_buffer.clear"), 1.2)) == [
+        {"type": "input_audio_buffer.clear"}
+    ]
+
+
+def test_what_is_forwarded_is_what_was_checked() -> None:
+    s = make()
+    spaced = '{ "type" : "input_audio_buffer.clear" ,  "event_id": "e1" }'
+    (sent,) = [a for a in s.on_client_text(spaced, 1.0) if isinstance(a, ToUpstream)]
+    assert sent.data == '{"type":"input_audio_buffer.clear","event_id":"e1"}'

@@ -196,20 +196,17 @@ class RelaySession:
                 )
             ]
         try:
-            ev = json.loads(text)
-        except ValueError:
-            return [self._error(InvalidRequest("frame is not JSON", code="invalid_json"))]
-        if not isinstance(ev, dict):
-            return [self._error(InvalidRequest("an event must be a JSON object"))]
+            ev, text = wire.parse_client_frame(text)  # from here on, what was checked is what is forwarded
+        except InvalidRequest as err:
+            return [self._error(err)]
         type_ = ev.get("type")
-        event_id = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+        event_id = wire.event_id_of(ev)
         if type_ == AUDIO_APPEND:
             return self._c_append(ev, text, now, event_id)
         handler = self._client.get(type_) if isinstance(type_, str) else None
         if handler is None:
-            return [
-                self._error(NotAllowed(f"{type_!s} is not allowed through the relay", param="type"), event_id)
-            ]
+            shown = type_[:64] if isinstance(type_, str) else type(type_).__name__
+            return [self._error(NotAllowed(f"{shown} is not allowed through the relay", param="type"), event_id)]
         try:
             return handler(ev, text, now)
         except ParleyError as err:

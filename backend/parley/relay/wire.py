@@ -84,6 +84,50 @@ def parley_event(type_: str, **fields: Any) -> str:
     return dumps({"type": type_, "event_id": new_id("event"), **fields})
 
 
+# --- client frames: parsed, bounded and re-serialised in one place ----------------------------------------------
+
+MAX_EVENT_ID_CHARS = 64
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:  # parsers disagree on which one wins: refuse, so what is checked is what is forwarded
+            raise InvalidRequest(f"duplicate key {key[:40]!r} in an object", code="invalid_json")
+        out[key] = value
+    return out
+
+
+def parse_client_frame(text: str) -> tuple[dict[str, Any], str]:
+    """A client frame as an event and the exact text to forward: the event re-serialised, so the upstream sees
+    what the relay checked (no duplicate keys, no lone surrogates, nothing the relay's parser read differently).
+    Raises InvalidRequest for anything that is not one well-formed JSON object."""
+    try:
+        ev = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise InvalidRequest("frame nests too deeply", code="invalid_json") from None
+    except ValueError as exc:
+        if isinstance(exc, InvalidRequest):
+            raise
+        raise InvalidRequest("frame is not JSON", code="invalid_json") from None
+    if not isinstance(ev, dict):
+        raise InvalidRequest("an event must be a JSON object", code="invalid_json")
+    try:
+        checked = dumps(ev)
+        checked.encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        raise InvalidRequest("frame holds text that is not valid Unicode", code="invalid_json") from None
+    return ev, checked
+
+
+def event_id_of(ev: dict[str, Any]) -> str | None:
+    """The client's ``event_id``, if it is one the relay may echo in an error."""
+    event_id = ev.get("event_id")
+    if isinstance(event_id, str) and len(event_id) <= MAX_EVENT_ID_CHARS:
+        return event_id
+    return None
+
+
 # --- client event checks: raise InvalidRequest / NotAllowed, return nothing -----------------------------------
 
 
