@@ -7,8 +7,8 @@
 - ``WordTTS``: 100 ms of audio per word of each phrase, in 50 ms chunks; records what it spoke and stopped.
 - ``FakeSTT``: returns a scripted transcript (held until ``gate`` is set, when there is one), can fail; sets
   ``changed`` when called.
-- ``Harness``: runs a session; ``send`` client events, ``expect`` server events; every server event is checked
-  against the stock SDK's pydantic models.
+- ``Harness``: runs a session; ``send`` client events, ``expect`` server events, ``settle`` for "nothing else
+  happens"; every server event is checked against the stock SDK's pydantic models.
 """
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ class Harness:
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.seen: list[dict[str, Any]] = []
         self.invalid: list[str] = []
+        self._sentinels = 0
         self.session = LocalSession(settings, engines, recv=self._inbox.get, send=self._send)
 
     async def _send(self, text: str) -> None:
@@ -224,15 +225,24 @@ class Harness:
         await self.expect(kind, wait_s)
         return self.seen[start:]
 
-    async def quiet(self, s: float = 0.1) -> list[dict[str, Any]]:
-        """Events that arrive within ``s`` seconds (for 'nothing else happens')."""
+    async def settle(self, wait_s: float = 5.0) -> list[dict[str, Any]]:
+        """Every event the session sent before it answered a sentinel request sent now (for 'nothing else
+        happens'). The sentinel, ``conversation.item.retrieve`` of an item that does not exist, is answered with an
+        error carrying its ``event_id``; the session handles client events in order, so whatever the events sent
+        before it (and the engine results already reported) cause at once comes before that reply, not after a
+        timeout that a slow machine may outlast. The reply itself is consumed, not returned."""
+        self._sentinels += 1
+        event_id = f"sentinel-{self._sentinels}"
+        await self.send({"type": "conversation.item.retrieve", "event_id": event_id, "item_id": event_id})
         got = []
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(s):
-                while True:
-                    got.append(await self._outbox.get())
-        self.seen += got
-        return got
+        async with asyncio.timeout(wait_s):
+            while True:
+                event = await self._outbox.get()
+                if event["type"] == "error" and event["error"].get("event_id") == event_id:
+                    assert event["error"]["code"] == "item_not_found", event
+                    return got
+                got.append(event)
+                self.seen.append(event)
 
     async def update(self, **session: Any) -> dict[str, Any]:
         await self.send({"type": "session.update", "session": {"type": "realtime", **session}})

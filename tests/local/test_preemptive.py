@@ -233,7 +233,8 @@ async def test_without_create_response_the_clients_response_create_adopts_an_ide
         await h.update(audio={"input": {"turn_detection": {"type": "server_vad", "create_response": False}}})
         await _spoken_turn(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
-        await h.quiet(0.2)
+        assert not [e for e in await h.settle() if e["type"].startswith("response.")]
+        assert h.session.state.active_response_id is None
         assert h.session._preempt.current is not None  # kept for the client's response.create
         assert len(engines.llm.calls) == 1  # type: ignore[attr-defined]
         await h.send({"type": "response.create"})

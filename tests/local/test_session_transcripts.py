@@ -34,7 +34,8 @@ async def test_stt_failure_reports_and_next_turn_works() -> None:
         failed = await h.expect("conversation.item.input_audio_transcription.failed")
         assert failed["error"]["code"] == "transcription_failed"
         assert (await h.expect("error"))["error"]["code"] == "transcription_failed"
-        assert not [e for e in await h.quiet(0.2) if e["type"] == "response.created"]
+        assert not [e for e in await h.settle() if e["type"] == "response.created"]
+        assert h.session.state.active_response_id is None
         engines.stt.fail = False  # type: ignore[attr-defined]
         await h.append(speech(500) + silence(700))
         assert (await h.expect("response.done"))["response"]["status"] == "completed"
