@@ -206,7 +206,13 @@ async def test_session_discards_when_the_final_transcript_differs() -> None:
             await h.append(chunk)
             await asyncio.sleep(0.05)
         await h.append(silence(100))
-        await asyncio.sleep(0.1)  # the pause-onset transcript is in, the speculation running
+        llm = engines.llm
+        assert isinstance(llm, ScriptedLLM)
+        async with asyncio.timeout(5):  # the pause-onset transcript is in, the speculation running
+            while not llm.calls:
+                llm.changed.clear()
+                await llm.changed.wait()
+        assert llm.calls[0][-1]["content"] == "What is the capital of France?"
         stt.text = "What is the capital of Spain?"
         await h.append(speech(100))  # more words: the final transcript is made anew
         for chunk in [silence(100)] * 7:
