@@ -1,10 +1,14 @@
-"""``parley up`` as a user runs it: it comes up ready, and SIGTERM stops the relay and every child it started."""
+"""``parley up`` as a user runs it: it comes up ready, SIGTERM stops the relay and every child it started, and a
+failed start ends with one readable line and a non-zero exit code, not a traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +16,6 @@ import httpx
 import pytest
 
 from parley.procs import ChildProcess, free_port
-
-pytestmark = pytest.mark.models
 
 
 def _children(pid: int) -> list[int]:
@@ -30,9 +32,17 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+@pytest.mark.models
 async def test_up_serves_then_stops_its_children_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PARLEY_LOG_JSON": "false"}
+    # `make demo PORT=...` exports PORT and HOST; llama.cpp's server reads them, so they must not reach it.
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PARLEY_LOG_JSON": "false",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+    }
     argv = [sys.executable, "-m", "parley.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
     up = ChildProcess(
         "parley-up", argv, env=env, ready_url=f"http://127.0.0.1:{port}/readyz", log_path=tmp_path / "up.log"
@@ -50,3 +60,35 @@ async def test_up_serves_then_stops_its_children_on_sigterm(tmp_path: Path) -> N
                 await asyncio.sleep(0.2)
     log = up.tail(40)
     assert "stopping the local voice server and the LLM server" in log, log
+
+
+def _run_up(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {**os.environ, "HF_HUB_OFFLINE": "1", "PARLEY_LOG_JSON": "false"}
+    argv = [sys.executable, "-m", "parley.cli", "up", "--host", "127.0.0.1", *args]
+    return subprocess.run(argv, env={**base, **(env or {})}, capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_line_failure(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("parley up: ") and all(e in last for e in expected), result.stderr
+
+
+def test_up_with_the_port_taken_fails_in_one_line_before_starting_children() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_up("--port", str(port))
+    _assert_one_line_failure(result, f"127.0.0.1:{port}", "in use")
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # no child was started, nothing else to say
+
+
+def test_up_with_a_child_that_exits_early_fails_in_one_line(tmp_path: Path) -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama.cpp's server is not installed")
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf file" * 100)
+    result = _run_up("--port", str(free_port()), env={"PARLEY_LLAMA_MODEL_PATH": str(bogus)})
+    _assert_one_line_failure(result, "llama-server exited with code")

@@ -134,9 +134,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         run_relay(settings, args.host, args.port)
         return 0
     if args.command == "up":
+        from parley.procs import StartFailed
         from parley.up import run_up
 
-        return aio.run(run_up(settings, args.host, args.port, local_port=args.local_port))
+        try:
+            return aio.run(run_up(settings, args.host, args.port, local_port=args.local_port))
+        except StartFailed as exc:
+            if exc.detail:
+                logger.error("last output of the process that failed:\n%s", exc.detail)
+            sys.stderr.write(f"parley up: {exc.message}\n")
+            return 1
     if args.command == "bench":
         if args.bench == "turn":
             from parley.bench.turn import run_turn_bench

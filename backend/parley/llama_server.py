@@ -7,6 +7,10 @@ use); serves it under the model name ``PARLEY_LLM_MODEL``; returns once
 ``GET /v1/models`` answers; and on exit stops the child (SIGTERM, SIGKILL after a few seconds) and reaps it.
 ``llama.base_url`` is the ``/v1`` base URL to give to ``OpenAIChatLLM``. The child's output goes to a log file
 (``llama.log_path``), whose last lines are quoted if it fails to start.
+
+Everything the server needs is on its command line, and its environment is ``procs.child_env()``: llama.cpp's server
+reads each of its settings (``PORT``, ``HOST``, ``MODEL``, ``N_CTX``, ...) from the environment too, so an inherited
+``PORT`` (``make demo PORT=18080`` exports one) would otherwise move it onto the relay's port.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from parley import llm_models
-from parley.procs import ChildFailed, ChildProcess, free_port
+from parley.procs import ChildFailed, ChildProcess, child_env, free_port
 from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -70,6 +74,7 @@ class LlamaServer:
         self._child = ChildProcess(
             "llama-server",
             argv,
+            env=child_env(),
             ready_url=f"{self.base_url}/models",
             ready_timeout_s=ready_timeout_s,
             stop_timeout_s=STOP_TIMEOUT_S,

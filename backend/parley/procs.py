@@ -2,12 +2,19 @@
 
 Used by ``parley up`` (llama.cpp server, local voice server) and by test fixtures. A child's output goes to a
 log file, never to a pipe nobody reads, and the last lines of that log are quoted when the child fails to start.
+
+A child never inherits the parent's environment wholesale: ``child_env`` passes the few variables a process needs
+to run (``PATH``, ``HOME``, locale, temporary directory, ``PYTHON*``, the Hugging Face cache and offline switch) and,
+for Parley's own children, the ``PARLEY_*`` settings. Anything else in the parent's environment (``PORT``, ``HOST``,
+``MODEL``, ``N_CTX``, ... which ``make demo PORT=18080`` exports and llama.cpp's server reads as its settings) stays
+out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -23,13 +30,110 @@ import httpx
 logger = logging.getLogger(__name__)
 
 
+# Exact names a child may inherit. Nothing here may be a setting name of a child that reads un-prefixed variables
+# (llama.cpp's server reads its pydantic settings -- host, port, model, n_ctx, hf_model_repo_id, ... -- from the
+# environment, case-insensitively), hence no ``HF_*`` wildcard.
+_PASS_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_RUNTIME_DIR",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_HUB_DISABLE_TELEMETRY",
+        "TRANSFORMERS_OFFLINE",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    }
+)
+_PASS_PREFIXES = ("LC_", "PYTHON")
+
+
+def child_env(
+    extra: Mapping[str, str] | None = None,
+    *,
+    prefixes: Sequence[str] = (),
+    names: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """A clean environment for a child: the variables it needs to run, taken from ``environ`` (default
+    ``os.environ``), plus those starting with one of ``prefixes`` or named in ``names``, then ``extra`` on top."""
+    source = os.environ if environ is None else environ
+    wanted = _PASS_PREFIXES + tuple(prefixes)
+    env = {k: v for k, v in source.items() if k in _PASS_NAMES or k in names or k.startswith(wanted)}
+    env.update(extra or {})
+    return env
+
+
+def parley_child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``child_env`` for a Parley process: also every ``PARLEY_*`` setting and the un-prefixed names ``Settings``
+    reads (``OPENAI_API_KEY``)."""
+    return child_env(extra, prefixes=("PARLEY_",), names=_settings_aliases())
+
+
+def _settings_aliases() -> tuple[str, ...]:
+    from pydantic import AliasChoices
+
+    from parley.settings import Settings
+
+    names: list[str] = []
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        names.extend(c for c in choices if isinstance(c, str))
+    return tuple(names)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``StartFailed`` (one line) unless ``host:port`` can be bound now, as the server will bind it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise StartFailed(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-class ChildFailed(RuntimeError):
+class StartFailed(RuntimeError):
+    """A start that failed for a reason the user can act on: ``message`` is one line; ``detail`` (e.g. the last
+    lines of a child's output) is appended to ``str(exc)`` for callers that show everything."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(f"{message}; last output:\n{detail}" if detail else message)
+        self.message = message
+        self.detail = detail
+
+
+class ChildFailed(StartFailed):
     pass
 
 
@@ -42,7 +146,7 @@ class ChildProcess:
         argv: Sequence[str],
         *,
         ready_url: str,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,  # default: parley_child_env()
         ready_timeout_s: float = 120.0,
         stop_timeout_s: float = 10.0,
         log_path: str | Path | None = None,
@@ -50,7 +154,7 @@ class ChildProcess:
         self.name = name
         self.argv = list(argv)
         self.ready_url = ready_url
-        self.env = dict(env) if env is not None else None
+        self.env = dict(env) if env is not None else parley_child_env()
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         if log_path is None:
@@ -91,8 +195,9 @@ class ChildProcess:
             while True:
                 if self._proc.returncode is not None:
                     raise ChildFailed(
-                        f"{self.name} exited with code {self._proc.returncode} before it was ready; "
-                        f"last output:\n{self.tail()}"
+                        f"{self.name} exited with code {self._proc.returncode} before it was ready "
+                        f"(log: {self.log_path})",
+                        detail=self.tail(),
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     resp = await client.get(self.ready_url)
@@ -102,8 +207,9 @@ class ChildProcess:
                 if time.monotonic() > deadline:
                     await self.stop()
                     raise ChildFailed(
-                        f"{self.name} was not ready at {self.ready_url} within {self.ready_timeout_s:.0f} s; "
-                        f"last output:\n{self.tail()}"
+                        f"{self.name} was not ready at {self.ready_url} within {self.ready_timeout_s:.0f} s "
+                        f"(log: {self.log_path})",
+                        detail=self.tail(),
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._proc.wait(), 0.2)

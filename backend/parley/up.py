@@ -4,19 +4,22 @@ Starts, in order: llama.cpp's OpenAI-compatible server with the packaged SmolLM2
 voice server (child process, so model work never stalls the relay's event loop), then the relay in this process on
 the requested port, with the local provider, in-memory limits and the ticket endpoint on. Ctrl-C or SIGTERM stops
 the relay gracefully, then the children.
+
+The relay's address is checked before any child starts, so a port in use costs no model loading; every child gets
+a clean environment (``procs.child_env``), never this process's whole one. A failed start raises
+``procs.StartFailed``, which the CLI prints as one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import sys
 from typing import TYPE_CHECKING
 
 from parley.llama_server import LlamaServer
-from parley.procs import ChildProcess, free_port
+from parley.procs import ChildProcess, check_port_free, free_port, parley_child_env
 from parley.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def local_server_process(settings: Settings, port: int, *, llm_base_url: str) -> ChildProcess:
-    env = {**os.environ, "PARLEY_LLM_BASE_URL": llm_base_url, "HF_HUB_OFFLINE": "1"}
+    env = parley_child_env({"PARLEY_LLM_BASE_URL": llm_base_url, "HF_HUB_OFFLINE": "1"})
     argv = [sys.executable, "-m", "parley.cli", "local-server", "--host", "127.0.0.1", "--port", str(port)]
     return ChildProcess(
         "local-voice-server", argv, env=env, ready_url=f"http://127.0.0.1:{port}/healthz", ready_timeout_s=300
@@ -49,6 +52,9 @@ async def _knowledge_base(settings: Settings) -> Retriever:
 async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 0) -> int:
     from parley.relay.app import serve_relay
 
+    check_port_free(host, port)
+    if local_port:
+        check_port_free("127.0.0.1", local_port)
     local_port = local_port or free_port()
     # Until the relay takes the signals over, SIGTERM cancels this task (parley.aio), so the exit stack still
     # stops the children that have started.
