@@ -277,7 +277,15 @@ def test_nothing_found_makes_the_answer_decline_unless_it_is_small_talk() -> Non
 
     assert is_small_talk("Hello, how are you?") and is_small_talk("thanks!")
     assert not is_small_talk("What's the price of a tractor?")
-    for words, declines in [("What's the price of a tractor?", True), ("Hello there!", False)]:
+    from parley.relay.context import asks_for_facts
+
+    assert asks_for_facts("what is the price of a tractor") and asks_for_facts("The weather tomorrow?")
+    assert not asks_for_facts("Tell me a long story about a brave knight.") and not asks_for_facts("Hi!")
+    for words, declines in [
+        ("What's the price of a tractor?", True),
+        ("Hello there!", False),
+        ("Tell me a story about a knight.", False),  # a request, not a question for facts: answered freely
+    ]:
         s = make()
         speech(s, 1.0)
         (fin,) = fetches(final(s, "item_u1", words, 2.0))

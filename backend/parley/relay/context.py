@@ -220,6 +220,22 @@ _SMALL_TALK = re.compile(
 )
 
 
+_QUESTION_START = re.compile(
+    r"^(what|what's|whats|when|where|who|whom|whose|which|why|how|is|are|was|were|do|does|did|can|could|should|"
+    r"would|will|has|have|had|tell me (what|when|where|who|which|why|how|if|whether)|any ?one know)\b",
+    re.I,
+)
+
+
+def asks_for_facts(message: str) -> bool:
+    """A question for information (the kind the documents should answer), not a request such as "tell me a
+    story" or small talk: only such a message is declined when the knowledge base has nothing on it."""
+    text = message.strip()
+    if not text or is_small_talk(text):
+        return False
+    return text.endswith("?") or _QUESTION_START.match(" ".join(_WORD.findall(text))) is not None
+
+
 def is_small_talk(message: str) -> bool:
     """A greeting, thanks or a question about the assistant itself: answered without the documents."""
     words = _WORD.findall(message)

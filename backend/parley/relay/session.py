@@ -36,7 +36,7 @@ from parley.relay.actions import (
     Turn,
     TurnDone,
 )
-from parley.relay.context import DECLINE, Context, build_query, display_source, is_small_talk
+from parley.relay.context import DECLINE, Context, asks_for_facts, build_query, display_source
 from parley.relay.injection import ContextItems, Lookup, context_event
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,9 @@ class RelaySession:
         handler = self._client.get(type_) if isinstance(type_, str) else None
         if handler is None:
             shown = type_[:64] if isinstance(type_, str) else type(type_).__name__
-            return [self._error(NotAllowed(f"{shown} is not allowed through the relay", param="type"), event_id)]
+            return [
+                self._error(NotAllowed(f"{shown} is not allowed through the relay", param="type"), event_id)
+            ]
         try:
             return handler(ev, text, now)
         except ParleyError as err:
@@ -486,7 +488,7 @@ class RelaySession:
         wait_ms = (now - turn.t1) * 1000.0 if turn.t1 is not None else None
         out.append(ToClient(context_event(turn.seq, turn.query, lookup, self.cfg.kb, reused, wait_ms)))
         out.append(ContextUsed(lookup.status, reused))
-        if lookup.status == "empty" and self.cfg.rag_decline and not is_small_talk(turn.question):
+        if lookup.status == "empty" and self.cfg.rag_decline and asks_for_facts(turn.question):
             # Nothing in the knowledge base is close enough: decided here, from the similarity, and said by the
             # model under an instruction for this one response (a small model ignores a note and guesses).
             instructions = f"{self.cfg.upstream.instructions}\n\n{DECLINE}".strip()
