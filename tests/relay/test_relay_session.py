@@ -353,3 +353,21 @@ def test_what_is_forwarded_is_what_was_checked() -> None:
     spaced = '{ "type" : "input_audio_buffer.clear" ,  "event_id": "e1" }'
     (sent,) = [a for a in s.on_client_text(spaced, 1.0) if isinstance(a, ToUpstream)]
     assert sent.data == '{"type":"input_audio_buffer.clear","event_id":"e1"}'
+
+
+def test_idle_timeout_never_cuts_an_answer_and_counts_from_its_end() -> None:
+    s = make(now=0.0, idle_timeout_s=5.0, max_duration_s=600.0)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a long story"}]}
+    s.on_client_text(ev("conversation.item.create", item=item), 1.0)
+    (fetch,) = [
+        a
+        for a in s.on_upstream_text(ev("conversation.item.added", item={**item, "id": "i1"}), 1.1)
+        if isinstance(a, FetchContext)
+    ]
+    s.on_context(fetch, None, "timeout", 150.0, 1.3)
+    s.on_upstream_text(ev("response.created", response={"id": "r1"}), 1.4)
+    assert s.tick(30.0) == []  # 29 s of answer, no client input: not idle
+    s.on_upstream_text(ev("response.done", response={"id": "r1", "status": "completed"}), 40.0)
+    assert s.tick(44.9) == []
+    *_, close = s.tick(45.0)
+    assert isinstance(close, CloseSession) and close.reason == "idle_timeout"

@@ -158,7 +158,11 @@ class RelaySession:
             )
         if now >= self.end_at:
             return self.close(1008, "session_duration_limit", "the session reached its maximum duration")
-        if self.cfg.idle_timeout_s > 0 and now - self.last_activity >= self.cfg.idle_timeout_s:
+        if (
+            self.cfg.idle_timeout_s > 0
+            and not self.busy  # an answer being prepared or played is not idleness
+            and now - self.last_activity >= self.cfg.idle_timeout_s
+        ):
             return self.close(1000, "idle_timeout", f"no audio or text for {self.cfg.idle_timeout_s:g} s")
         if not self.warned and now >= self.end_at - self.cfg.expiry_warning_s:
             self.warned = True
@@ -370,6 +374,7 @@ class RelaySession:
 
     def _u_response_done(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         self.response_active = False
+        self.last_activity = max(self.last_activity, now)  # idleness counts from the end of the answer
         out: list[Action] = [ToClient(text)]
         turn = self._turn
         if turn is None or turn.t3 is None:
