@@ -241,7 +241,7 @@ async def test_llm_at_closed_port_is_unavailable_quickly() -> None:
             async for _ in llm.stream([{"role": "user", "content": "hi"}]):
                 pass
         assert time.perf_counter() - t0 < 2.0
-        assert url in info.value.message and info.value.retryable
+        assert url not in info.value.message and info.value.retryable
     finally:
         await llm.aclose()
 

@@ -69,10 +69,14 @@ async def test_streams_deltas_and_sends_the_openai_request() -> None:
         (httpx.Response(200, content=sse(delta("a"))), "ended the stream before the answer was complete"),
     ],
 )
-async def test_failures_are_llm_unavailable(response: httpx.Response, pattern: str) -> None:
+async def test_failures_are_llm_unavailable(
+    response: httpx.Response, pattern: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with pytest.raises(LLMUnavailable, match=pattern) as info:
         await collect(make_llm(lambda _request: response))
-    assert BASE in info.value.message
+    # the client reads what went wrong; the internal address is only in the server's log
+    assert BASE not in info.value.message and "language model server" in info.value.message
+    assert any(BASE in r.getMessage() for r in caplog.records)
 
 
 async def test_timeouts_are_llm_unavailable() -> None:

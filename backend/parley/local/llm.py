@@ -70,9 +70,14 @@ class OpenAIChatLLM:
         headers = {"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"}
         self._client = httpx.AsyncClient(timeout=timeout, headers=headers, transport=transport)
 
+    def _fail(self, what: str) -> LLMUnavailable:
+        """The error for the client says what went wrong, not where: the server's address stays in the log."""
+        logger.warning("LLM server at %s %s", self.base_url, what)
+        return LLMUnavailable(f"the language model server {what}")
+
     def _unavailable(self, exc: httpx.HTTPError) -> LLMUnavailable:
         state = "is unreachable" if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) else "failed"
-        return LLMUnavailable(f"LLM server at {self.base_url} {state} ({_describe(exc)})")
+        return self._fail(f"{state} ({_describe(exc)})")
 
     async def stream(
         self,
@@ -94,10 +99,7 @@ class OpenAIChatLLM:
             async with self._client.stream("POST", url, json=body) as resp:
                 if resp.status_code != 200:
                     detail = (await resp.aread()).decode("utf-8", "replace")[:_ERROR_BODY_CHARS].strip()
-                    raise LLMUnavailable(
-                        f"LLM server at {self.base_url} answered HTTP {resp.status_code}"
-                        + (f": {detail}" if detail else "")
-                    )
+                    raise self._fail(f"answered HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
                 async for delta in self._parse(resp):
                     yield delta
         except httpx.HTTPError as exc:
@@ -114,15 +116,13 @@ class OpenAIChatLLM:
             try:
                 event = json.loads(data)
             except json.JSONDecodeError as exc:
-                raise LLMUnavailable(
-                    f"LLM server at {self.base_url} sent a malformed stream: {data[:80]!r}"
-                ) from exc
+                raise self._fail(f"sent a malformed stream: {data[:80]!r}") from exc
             if not isinstance(event, dict):
-                raise LLMUnavailable(f"LLM server at {self.base_url} sent a malformed stream: {data[:80]!r}")
+                raise self._fail(f"sent a malformed stream: {data[:80]!r}")
             if "error" in event:
                 err = event["error"]
                 message = err.get("message", err) if isinstance(err, dict) else err
-                raise LLMUnavailable(f"LLM server at {self.base_url} failed: {message}")
+                raise self._fail(f"failed: {message}")
             for choice in event.get("choices") or []:
                 delta = (choice.get("delta") or {}).get("content")
                 if delta:
@@ -130,9 +130,7 @@ class OpenAIChatLLM:
                 if choice.get("finish_reason"):
                     finished = True
         if not finished:
-            raise LLMUnavailable(
-                f"LLM server at {self.base_url} ended the stream before the answer was complete"
-            )
+            raise self._fail("ended the stream before the answer was complete")
 
     async def aclose(self) -> None:
         await self._client.aclose()
