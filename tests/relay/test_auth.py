@@ -201,6 +201,12 @@ def test_missing_or_bad_sub_and_exp() -> None:
     _refused(verifier, _hs(_claims(sub="")), "")
     _refused(verifier, _hs(_claims(sub="x" * 300)), "sub")
     _refused(verifier, _hs(_claims(sub="a\nb")), "sub")
+    _refused(
+        verifier, _hs(_claims(sub=" ")), "sub"
+    )  # a blank id would be one user shared by every such token
+    exp = int(time.time()) + 600
+    _refused(verifier, _hs(_claims(exp=str(exp))), "exp")  # a numeric string is not a NumericDate
+    _refused(verifier, _hs(_claims(nbf=str(exp - 1200))), "nbf")
 
 
 def test_disallowed_algorithm(ec_key: ec.EllipticCurvePrivateKey, rsa_key: rsa.RSAPrivateKey) -> None:

@@ -247,6 +247,12 @@ class JWTVerifier:
         return jwk.key
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
+        for name in ("exp", "nbf"):  # PyJWT reads "1700000000" as a number; RFC 7519 says NumericDate
+            value = claims.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            ):
+                raise AuthError(f"invalid {name} claim", code="invalid_token")
         iat = claims.get("iat")
         if iat is not None:
             if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
@@ -254,7 +260,12 @@ class JWTVerifier:
             if iat > time.time() + self._leeway:
                 raise AuthError("token issued in the future", code="invalid_token")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID_CHARS or not sub.isprintable():
+        if (
+            not isinstance(sub, str)
+            or not sub.strip()  # " " would be one shared user for every such token
+            or len(sub) > MAX_USER_ID_CHARS
+            or not sub.isprintable()
+        ):
             raise AuthError("token has no valid sub claim", code="invalid_token")
         providers: frozenset[str] | None = None
         raw = claims.get(self._providers_claim)
