@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -43,6 +44,30 @@ class ContextFilter(logging.Filter):
         return True
 
 
+_SECRET_QUERY = re.compile(
+    r"([?&](?:token|access_token|id_token|ticket|api_key|apikey|key|jwt|authorization|password)=)[^&\s\"']+",
+    re.I,
+)
+_REFUSED_HANDSHAKE = "ASGI callable returned without completing handshake"
+
+
+class RedactFilter(logging.Filter):
+    """Secrets a client put in a URL (``?token=...``) never reach the log, whoever logs the URL (uvicorn logs
+    WebSocket paths with their query); and a refused handshake, which anyone can cause, is not an ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the formatter
+            return True
+        redacted = _SECRET_QUERY.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.name.startswith("uvicorn") and message.startswith(_REFUSED_HANDSHAKE):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """Plain lines; the session/user tag appears only when there is one."""
 
@@ -71,6 +96,7 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter())
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
