@@ -371,3 +371,15 @@ def test_idle_timeout_never_cuts_an_answer_and_counts_from_its_end() -> None:
     assert s.tick(44.9) == []
     *_, close = s.tick(45.0)
     assert isinstance(close, CloseSession) and close.reason == "idle_timeout"
+
+
+def test_audio_appends_take_the_fast_path_only_when_it_is_safe() -> None:
+    from parley.relay import wire
+
+    plain = '{"type":"input_audio_buffer.append","event_id":"e1","audio":"QUJD"}'
+    assert wire.parse_client_frame(plain)[1] == plain
+    for audio in ['QU"JD', "QU\\\\JD", "Q\\nD", "é"]:  # anything escaped goes through the general path
+        frame = json.dumps({"type": "input_audio_buffer.append", "audio": audio})
+        assert json.loads(wire.parse_client_frame(frame)[1])["audio"] == audio
+    extra = '{"type":"input_audio_buffer.append","audio":"QUJD","session":{"type":"realtime"}}'
+    assert json.loads(wire.parse_client_frame(extra)[1])["session"] == {"type": "realtime"}

@@ -112,12 +112,35 @@ def parse_client_frame(text: str) -> tuple[dict[str, Any], str]:
         raise InvalidRequest("frame is not JSON", code="invalid_json") from None
     if not isinstance(ev, dict):
         raise InvalidRequest("an event must be a JSON object", code="invalid_json")
+    fast = _append_text(ev, text)
+    if fast is not None:
+        return ev, fast
     try:
         checked = dumps(ev)
         checked.encode("utf-8")
     except (UnicodeEncodeError, RecursionError, ValueError):
         raise InvalidRequest("frame holds text that is not valid Unicode", code="invalid_json") from None
     return ev, checked
+
+
+_APPEND_KEYS = frozenset({"type", "audio", "event_id"})
+
+
+def _append_text(ev: dict[str, Any], raw: str) -> str | None:
+    """The hot path: an audio append re-serialised without re-encoding its audio. Safe when the frame held no
+    escape at all (so no string in it has a quote, a backslash or a control character: strict JSON refuses raw
+    ones) and the audio is ASCII, as base64 always is; anything else takes the general path."""
+    if "\\" in raw or ev.get("type") != "input_audio_buffer.append" or not _APPEND_KEYS.issuperset(ev):
+        return None
+    audio, event_id = ev.get("audio"), ev.get("event_id")
+    if not isinstance(audio, str) or not audio.isascii():
+        return None
+    head = '{"type":"input_audio_buffer.append"'
+    if event_id is not None:
+        if not isinstance(event_id, str) or not event_id.isascii():
+            return None
+        head += f',"event_id":{json.dumps(event_id)}'
+    return f'{head},"audio":"{audio}"}}'
 
 
 def event_id_of(ev: dict[str, Any]) -> str | None:
