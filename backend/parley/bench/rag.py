@@ -37,10 +37,6 @@ def load_questions() -> list[dict[str, Any]]:
     return data
 
 
-def _name(source: str) -> str:
-    return source.replace("\\", "/").rsplit("/", 1)[-1]
-
-
 async def recall(settings: Settings, questions: list[dict[str, Any]]) -> dict[str, Any]:
     """Recall@k of the expected document, per fusion weight, on the sample knowledge base (a fresh copy)."""
     import asyncio
@@ -48,7 +44,7 @@ async def recall(settings: Settings, questions: list[dict[str, Any]]) -> dict[st
     from parley.rag.embedded import EmbeddedStore
     from parley.rag.ingest import ensure_samples
     from parley.rag.stores import make_embedder
-    from parley.relay.context import build_query
+    from parley.relay.context import build_query, display_source
 
     embedder = make_embedder(settings)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +60,7 @@ async def recall(settings: Settings, questions: list[dict[str, Any]]) -> dict[st
                 query = build_query(q["question"], q.get("previous"))
                 vec = (await asyncio.to_thread(embedder.embed_queries, [query]))[0]
                 hits = await store.search("bench", query, vec, k=K * 3, alpha=alpha)
-                names = list(dict.fromkeys(_name(h.chunk.source) for h in hits))[:K]
+                names = list(dict.fromkeys(display_source(h.chunk.source) for h in hits))[:K]
                 if mode == "hybrid":
                     top = max((h.similarity for h in hits), default=0.0)
                     best["unanswerable" if q.get("expected_source") is None else "answerable"].append(top)
