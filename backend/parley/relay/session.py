@@ -78,6 +78,9 @@ class RelaySession:
         self._turn: Turn | None = None
         self._seq = 0
         self._pending_text = 0  # client text items sent upstream, not yet confirmed
+        # The relay answers a typed user item itself; the client's own response.create for it is folded, whenever
+        # it comes (one per typed item; a spoken turn clears it).
+        self._owes_create = False
         self._seen_text_items: set[str] = set()
         self._ctx = ContextItems(speculative=cfg.rag_speculative, max_chars=cfg.rag_max_passage_chars)
         self._last_user_text: str | None = None
@@ -253,14 +256,17 @@ class RelaySession:
     def _c_item_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         if wire.check_user_text_item(ev):
             self._pending_text += 1
+            self._owes_create = True
         self.last_activity = now
         return [ToUpstream(text)]
 
     def _c_response_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         wire.check_response_create(ev)
         turn = self._turn
+        owed, self._owes_create = self._owes_create, False
         if (
             self.draining
+            or owed
             or self._pending_text
             or (turn is not None and turn.t1 is not None and not turn.requested)
         ):
@@ -294,6 +300,7 @@ class RelaySession:
 
     def _u_speech_started(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         out: list[Action] = [ToClient(text)]
+        self._owes_create = False
         if self.response_active and not self.cfg.self_interrupts:
             out.append(ToUpstream(wire.client_event("response.cancel")))
         if self._turn is not None and not self._turn.requested:
