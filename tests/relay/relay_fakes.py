@@ -5,6 +5,8 @@ commit -> ``speech_started``; ``input_audio_buffer.commit`` -> a transcription d
 ``committed`` and a transcript ("what are the opening hours"); user/system items -> ``conversation.item.added``; deletes -> ``conversation.item.deleted``; ``response.create`` -> created,
 ``n_deltas`` audio deltas ``delta_gap_s`` apart, done; ``response.cancel`` with nothing running ->
 ``response_cancel_not_active``; truncate -> ``conversation.item.truncated``. ``GET /healthz`` answers 200.
+``drop_all()`` resets every open connection (the server "dies" mid-session); ``conversations`` holds the items
+each connection was given, in order.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 TRANSCRIPT = "what are the opening hours"
@@ -35,6 +38,19 @@ class FakeUpstream:
     received: list[list[dict[str, Any]]] = field(default_factory=list)
     headers: list[Headers] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    conversations: list[list[dict[str, Any]]] = field(default_factory=list)
+    open: set[ServerConnection] = field(default_factory=set)
+    _connected: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_connections(self, n: int) -> None:
+        """Until ``n`` connections have been made in all."""
+        async with self._connected:
+            await self._connected.wait_for(lambda: self.connections >= n)
+
+    def drop_all(self) -> None:
+        """Reset every open connection at once, as a crashed server's kernel would."""
+        for conn in list(self.open):
+            conn.transport.abort()
 
     @property
     def url(self) -> str:
@@ -50,8 +66,13 @@ class FakeUpstream:
 
     async def handler(self, ws: ServerConnection) -> None:
         self.connections += 1
+        self.open.add(ws)
+        async with self._connected:
+            self._connected.notify_all()
         events: list[dict[str, Any]] = []
         self.received.append(events)
+        conversation: list[dict[str, Any]] = []
+        self.conversations.append(conversation)
         self.headers.append(ws.request.headers if ws.request else Headers())
         self.paths.append(ws.request.path if ws.request else "")
         state: dict[str, Any] = {"n": 0, "speaking": False, "response": None}
@@ -71,9 +92,28 @@ class FakeUpstream:
                 status = "completed"
             except asyncio.CancelledError:
                 status = "cancelled"
-            await send("response.done", response={"id": rid, "status": status})
+            except ConnectionClosed:
+                return
+            with contextlib.suppress(ConnectionClosed):
+                await send("response.done", response={"id": rid, "status": status})
             state["response"] = None
 
+        try:
+            await self._serve(ws, send, respond, events, conversation, state)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.open.discard(ws)
+
+    async def _serve(
+        self,
+        ws: ServerConnection,
+        send: Any,
+        respond: Any,
+        events: list[dict[str, Any]],
+        conversation: list[dict[str, Any]],
+        state: dict[str, Any],
+    ) -> None:
         await send("session.created", session={"type": "realtime", "id": "sess_fake"})
         async with asyncio.TaskGroup() as tg:
             async for raw in ws:
@@ -104,6 +144,7 @@ class FakeUpstream:
                     )
                 elif kind == "conversation.item.create":
                     item = {**ev["item"], "id": ev["item"].get("id") or f"item_c{state['n']}"}
+                    conversation.append(item)
                     await send("conversation.item.added", item=item)
                 elif kind == "response.create":
                     state["response"] = tg.create_task(respond(f"resp_{state['n']}"))

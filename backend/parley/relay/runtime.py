@@ -6,7 +6,9 @@ first one to end the session raises ``_Ended``, which cancels the rest. Queues a
 - client -> upstream and upstream -> client are ``Outbox``es: a frame is sent inline when nothing is queued or
   being sent (no task hop), else queued, ``relay_queue_size`` frames at most. When one is full the producer waits
   (TCP back-pressure to whoever sends too fast; audio is never dropped, which would garble speech and skew the
-  client's truncate position). A peer that accepts nothing for ``client_stall_s`` ends the session (1008).
+  client's truncate position). Every write to the client goes through ``ClientLink``, held to ``client_stall_s``:
+  a client that accepts nothing that long has its connection reset and the session ends at once. An upstream
+  that accepts nothing that long ends the session (1008).
 - context lookups: 4 requests; when full the oldest is dropped (a newer turn or partial makes it stale anyway;
   the session never has more than one speculative lookup queued or running).
 """
@@ -19,9 +21,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from parley.errors import UpstreamUnavailable
+from parley.relay.client_link import ClientGone, ClientLink, ClientStalled
 from parley.relay.context import Context
 from parley.relay.outbox import Outbox
 from parley.relay.session import (
@@ -111,6 +114,8 @@ class SessionRuntime:
         self._upstream_broken = False
         self._contexts: asyncio.Queue[FetchContext] = asyncio.Queue(4)
         self._stall_s = s.client_stall_s
+        aborts = state.resilience.client_aborts
+        self._client = ClientLink(ws, s.client_stall_s, on_abort=lambda reason: aborts.labels(reason).inc())
         self.close_reason = ""
 
     def request_drain(self, grace_s: float) -> None:
@@ -163,6 +168,9 @@ class SessionRuntime:
                 await self._put(self._to_client, action, "client")
 
     async def _put(self, outbox: Outbox[Any], item: Any, peer: str) -> None:
+        if outbox is self._to_client:  # every client send has its own deadline (ClientLink)
+            await outbox.put(item)
+            return
         try:
             async with asyncio.timeout(self._stall_s):
                 await outbox.put(item)
@@ -178,8 +186,7 @@ class SessionRuntime:
             m.limit_rejections.labels(code).inc()
 
     async def _close_ws(self, code: int, reason: str) -> None:
-        with contextlib.suppress(RuntimeError, OSError):  # already closed by the client or the server
-            await self.ws.close(code, reason)
+        await self._client.close(code, reason)  # bounded: resets the connection when the close cannot be sent
 
     # --- tasks --------------------------------------------------------------------------------------------
 
@@ -204,8 +211,10 @@ class SessionRuntime:
             await self._close_ws(item.code, item.reason)
             raise _Ended(item.reason)
         try:
-            await self.ws.send_text(item)
-        except (WebSocketDisconnect, RuntimeError, OSError):
+            await self._client.send(item)
+        except ClientStalled:
+            raise _Ended("client too slow") from None
+        except ClientGone:
             raise _Ended("client gone") from None
 
     async def _upstream_reader(self) -> None:

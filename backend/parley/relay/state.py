@@ -10,6 +10,7 @@ from parley.relay.auth import JWTVerifier
 from parley.relay.context import ContextProvider
 from parley.relay.limits.base import Limiter
 from parley.relay.metrics import RelayMetrics
+from parley.relay.resilience_metrics import ResilienceMetrics
 from parley.relay.upstream import ProviderConfig, Upstream, WebSocketUpstream
 from parley.settings import Settings
 
@@ -31,3 +32,7 @@ class RelayState:
     upstream_factory: Callable[[ProviderConfig], Upstream] = _websocket_upstream
     sessions: set[SessionRuntime] = field(default_factory=set)
     draining: bool = False
+    resilience: ResilienceMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resilience = ResilienceMetrics(self.metrics.registry)

@@ -24,6 +24,7 @@ from parley.settings import Settings
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("local", "openai")
+CLOSE_TIMEOUT_S = 1.0  # the closing handshake with a provider; past it the connection is dropped
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class WebSocketUpstream:
                     open_timeout=None,
                     ping_interval=20,
                     ping_timeout=20,
+                    close_timeout=CLOSE_TIMEOUT_S,
                     user_agent_header="parley-relay",
                 )
         except TimeoutError:
@@ -147,5 +149,11 @@ class WebSocketUpstream:
             raise UpstreamUnavailable(f"the {self.cfg.name} voice provider dropped the connection") from exc
 
     async def close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        """Close within ``CLOSE_TIMEOUT_S`` (a provider stuck writing to us cannot answer the close), else drop."""
+        if self._ws is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S * 2):
+                await self._ws.close()
+        except TimeoutError:
+            self._ws.transport.abort()
