@@ -168,6 +168,28 @@ async def test_hourly_sliding_window(build: Build, clock: Clock) -> None:
     assert (await _refusal(limiter, user, "d")).code == "session_rate_limited"
 
 
+async def test_refund_gives_back_the_slot_and_the_start(build: Build) -> None:
+    limiter = await build(max_concurrent_sessions=1, sessions_per_hour=1)
+    user = _user()
+    await limiter.acquire_session(user, "a")
+    await limiter.refund_session(user, "a")  # its upstream could not be reached: it never started
+    await limiter.refund_session(user, "never-held")
+    grant = await limiter.acquire_session(user, "b")
+    assert (grant.active, grant.starts_in_window) == (1, 1)
+    await limiter.release_session(user, "b")  # a session that ran keeps its start
+    assert (await _refusal(limiter, user, "c")).code == "session_rate_limited"
+
+
+async def test_refund_takes_back_only_its_own_start(build: Build) -> None:
+    limiter = await build(max_concurrent_sessions=5, sessions_per_hour=3)
+    user = _user()
+    for sid in ("s1", "s10", "xs1"):  # ids that share a prefix or a suffix with "s1"
+        await limiter.acquire_session(user, sid)
+    await limiter.refund_session(user, "s1")
+    assert (await limiter.acquire_session(user, "s4")).starts_in_window == 3
+    assert (await _refusal(limiter, user, "s5")).code == "session_rate_limited"
+
+
 async def test_hourly_retry_after_counts_from_the_oldest_start(build: Build) -> None:
     limiter = await build(sessions_per_hour=1)
     user = _user()
@@ -188,8 +210,9 @@ async def test_ticket_is_single_use(build: Build, clock: Clock) -> None:
     ticket, ttl = await limiter.issue_ticket(_principal(exp=exp, role="tester"))
     assert ttl == 30
     assert len(ticket) >= 40 and ticket.replace("-", "").replace("_", "").isalnum()
-    principal = await limiter.redeem_ticket(ticket)
-    assert principal is not None
+    redeemed = await limiter.redeem_ticket(ticket)
+    assert redeemed is not None
+    principal = redeemed.principal
     assert principal.user_id == "alice"
     assert dict(principal.claims) == {"sub": "alice", "exp": exp, "role": "tester"}
     assert principal.providers == frozenset({"local"})
@@ -208,6 +231,49 @@ async def test_ticket_expires(build: Build, clock: Clock) -> None:
     assert await limiter.redeem_ticket(live) is not None  # not yet
     await clock.advance(1.1)
     assert await limiter.redeem_ticket(ticket) is None
+
+
+async def test_a_restored_ticket_can_be_redeemed_once_more(build: Build) -> None:
+    limiter = await build(ticket_ttl_s=30)
+    ticket, _ = await limiter.issue_ticket(_principal())
+    redeemed = await limiter.redeem_ticket(ticket)
+    assert redeemed is not None
+    assert await limiter.redeem_ticket(ticket) is None  # out of the store while its request is admitted
+    assert await limiter.restore_ticket(redeemed) is True  # the request was refused
+    again = await limiter.redeem_ticket(ticket)
+    assert again is not None and again.principal == redeemed.principal
+    assert abs(again.expires_at - redeemed.expires_at) < 0.01
+    assert await limiter.redeem_ticket(ticket) is None
+
+
+async def test_a_restored_ticket_keeps_its_expiry(build: Build, clock: Clock) -> None:
+    limiter = await build(ticket_ttl_s=2)
+    ticket, _ = await limiter.issue_ticket(_principal())
+    other, _ = await limiter.issue_ticket(_principal())
+    redeemed, other_redeemed = await limiter.redeem_ticket(ticket), await limiter.redeem_ticket(other)
+    assert redeemed is not None and other_redeemed is not None
+    await clock.advance(1.0)
+    assert await limiter.restore_ticket(redeemed) is True
+    await clock.advance(1.1)
+    assert (
+        await limiter.redeem_ticket(ticket) is None
+    )  # expired at its original time, not 2 s after the restore
+    assert await limiter.restore_ticket(other_redeemed) is False
+
+
+async def test_parallel_redeem_and_restore_never_doubles_a_ticket(build: Build) -> None:
+    limiter = await build()
+    ticket, _ = await limiter.issue_ticket(_principal())
+
+    async def refused_attempt() -> bool:
+        redeemed = await limiter.redeem_ticket(ticket)
+        if redeemed is not None:
+            await limiter.restore_ticket(redeemed)
+        return redeemed is not None
+
+    assert any(await asyncio.gather(*(refused_attempt() for _ in range(20))))
+    results = await asyncio.gather(*(limiter.redeem_ticket(ticket) for _ in range(20)))
+    assert sum(r is not None for r in results) == 1
 
 
 async def test_ticket_never_outlives_its_token(build: Build, clock: Clock) -> None:

@@ -1,7 +1,14 @@
 """Admission: everything the relay checks before it accepts a WebSocket, and how a refusal looks on the wire.
 
 Order matters: draining, Origin, credentials (Bearer JWT or single-use ticket), provider, provider claim, then the
-limiter. Nothing here opens an upstream; a refused client never costs one.
+limiter. Nothing here opens an upstream; a refused client never costs one (the endpoint connects the upstream
+after admission, still before accept).
+
+A refusal costs the client nothing: a ticket redeemed by a request that is then refused is put back (it stays
+usable until its own expiry), and ``withdraw`` undoes an admission whose session never started (slot, start and
+ticket). While a request holds a redeemed ticket, a parallel request with the same ticket is refused (401), so a
+ticket opens at most one session. A request refused for too many sessions while one of the user's sessions on
+this relay is over but not yet released waits for that release and asks once more (``slots``).
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from starlette.responses import Response
 from parley.errors import AuthError, DependencyError, InvalidRequest, LimitExceeded, ParleyError
 from parley.realtime.ids import new_id
 from parley.relay.auth import Principal, bearer_token, check_origin, check_provider, kb_for
+from parley.relay.slots import slot_book
 from parley.relay.upstream import provider_for
 
 if TYPE_CHECKING:
-    from parley.relay.limits.base import SessionGrant
+    from parley.relay.limits.base import RedeemedTicket, SessionGrant
+    from parley.relay.slots import SlotBook
     from parley.relay.state import RelayState
 
 logger = logging.getLogger(__name__)
@@ -43,6 +52,7 @@ class Admission:
     grant: SessionGrant
     subprotocol: str | None
     kb: str = "default"
+    ticket: RedeemedTicket | None = None  # put back by ``withdraw``
 
 
 def _ticket(subprotocols: list[str]) -> str | None:
@@ -52,40 +62,88 @@ def _ticket(subprotocols: list[str]) -> str | None:
     return None
 
 
-async def authenticate(state: RelayState, conn: HTTPConnection, *, allow_ticket: bool) -> Principal:
-    """The caller's principal from ``Authorization: Bearer`` or (WebSocket only) a ticket subprotocol."""
+async def _bearer(state: RelayState, conn: HTTPConnection) -> Principal | None:
     token = bearer_token(conn.headers.get("authorization"))
-    if token is not None:
-        verifier = state.verifier
-        if verifier.uses_network:
-            return await asyncio.to_thread(verifier.verify, token)
-        return verifier.verify(token)
-    if allow_ticket:
-        ticket = _ticket(list(conn.scope.get("subprotocols") or []))
-        if ticket is not None:
-            principal = await state.limiter.redeem_ticket(ticket)
-            if principal is None:
-                raise AuthError("ticket unknown, expired or already used", code="invalid_ticket")
-            return principal
+    if token is None:
+        return None
+    verifier = state.verifier
+    if verifier.uses_network:
+        return await asyncio.to_thread(verifier.verify, token)
+    return verifier.verify(token)
+
+
+async def authenticate(state: RelayState, conn: HTTPConnection) -> Principal:
+    """The caller's principal from ``Authorization: Bearer`` (the ticket endpoints)."""
+    principal = await _bearer(state, conn)
+    if principal is None:
+        raise AuthError("missing credentials: send Authorization: Bearer <JWT>")
+    return principal
+
+
+async def _credentials(state: RelayState, conn: HTTPConnection) -> tuple[Principal, RedeemedTicket | None]:
+    """The WebSocket caller's principal from a Bearer JWT or a ticket subprotocol (then redeemed: the caller must
+    restore it if the request is refused)."""
+    principal = await _bearer(state, conn)
+    if principal is not None:
+        return principal, None
+    ticket = _ticket(list(conn.scope.get("subprotocols") or []))
+    if ticket is not None:
+        redeemed = await state.limiter.redeem_ticket(ticket)
+        if redeemed is None:
+            raise AuthError("ticket unknown, expired or already used", code="invalid_ticket")
+        return redeemed.principal, redeemed
     raise AuthError("missing credentials: send Authorization: Bearer <JWT> or a parley-ticket subprotocol")
 
 
 async def admit(state: RelayState, conn: HTTPConnection) -> Admission:
-    """Check a WebSocket request before accept. Raises a ParleyError that ``denial`` turns into a response."""
+    """Check a WebSocket request before accept. Raises a ParleyError that ``denial`` turns into a response; a
+    ticket redeemed on the way is put back first."""
     if state.draining:
         raise ShuttingDown("the relay is shutting down; reconnect shortly")
     check_origin(state.settings, conn.headers.get("origin"), conn.headers.get("host"))
-    principal = await authenticate(state, conn, allow_ticket=True)
-    provider = provider_for(
-        state.settings, provider=conn.query_params.get("provider"), model=conn.query_params.get("model")
-    )
-    check_provider(principal, provider)
-    kb = kb_for(state.settings, principal, conn.query_params.get("kb"))
-    session_id = new_id("session")
-    grant = await state.limiter.acquire_session(principal.user_id, session_id)
+    principal, ticket = await _credentials(state, conn)
+    try:
+        provider = provider_for(
+            state.settings, provider=conn.query_params.get("provider"), model=conn.query_params.get("model")
+        )
+        check_provider(principal, provider)
+        kb = kb_for(state.settings, principal, conn.query_params.get("kb"))
+        session_id = new_id("session")
+        grant = await _acquire(state, slot_book(conn.app.state), principal.user_id, session_id)
+    except BaseException:
+        if ticket is not None:
+            await _restore_ticket(state, ticket)
+        raise
     offered = list(conn.scope.get("subprotocols") or [])
     subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
-    return Admission(principal, provider, session_id, grant, subprotocol, kb)
+    return Admission(principal, provider, session_id, grant, subprotocol, kb, ticket)
+
+
+async def _acquire(state: RelayState, slots: SlotBook, user_id: str, session_id: str) -> SessionGrant:
+    try:
+        return await state.limiter.acquire_session(user_id, session_id)
+    except LimitExceeded as err:
+        if err.code != "too_many_sessions" or not await slots.wait_for_ended(user_id):
+            raise
+    return await state.limiter.acquire_session(user_id, session_id)
+
+
+async def withdraw(state: RelayState, admission: Admission) -> None:
+    """Undo an admission whose session never started: its slot and start go back to the user, its ticket (if
+    any) back to the store. Best effort: a lease the limiter could not drop expires by itself."""
+    try:
+        await state.limiter.refund_session(admission.principal.user_id, admission.session_id)
+    except Exception as exc:
+        logger.warning("could not refund a session that never started (%s); its lease will expire", exc)
+    if admission.ticket is not None:
+        await _restore_ticket(state, admission.ticket)
+
+
+async def _restore_ticket(state: RelayState, ticket: RedeemedTicket) -> None:
+    try:
+        await state.limiter.restore_ticket(ticket)
+    except Exception as exc:
+        logger.warning("could not put a refused request's ticket back (%s); it needs a new one", exc)
 
 
 def denial(err: BaseException) -> Response:
@@ -106,9 +164,9 @@ def denial(err: BaseException) -> Response:
     else:
         status = 500
     if isinstance(err, ParleyError):
-        body = {"type": err.type, "code": err.code, "message": err.message}
-        if isinstance(err, LimitExceeded):
-            body["retry_after_s"] = max(1, math.ceil(err.retry_after_s))  # type: ignore[assignment]
+        body: dict[str, str | int] = {"type": err.type, "code": err.code, "message": err.message}
+        if "Retry-After" in headers:
+            body["retry_after_s"] = int(headers["Retry-After"])
     else:
         logger.error("unexpected error during admission", exc_info=err)
         body = {"type": "server_error", "code": "internal_error", "message": "internal error"}

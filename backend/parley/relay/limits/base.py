@@ -3,7 +3,9 @@
 Two backends keep the same contract: ``MemoryLimiter`` (one process) and ``RedisLimiter`` (any number of relay
 instances sharing one Redis). A session holds a *lease* that the relay renews while the session lives, so the
 slot of a crashed relay frees itself after ``session_lease_s``. Starts are counted in a sliding one-hour window;
-a refused attempt is not counted.
+a refused attempt is not counted, and a grant whose session never started (its upstream could not be reached) is
+given back with ``refund_session``. A ticket is redeemed (taken out of the store, so no one else can use it) while
+its request is admitted; a request refused after that puts it back with ``restore_ticket``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
@@ -36,6 +38,15 @@ class SessionGrant:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class RedeemedTicket:
+    """A ticket taken out of the store: its principal, and when it would have expired (the backend's clock)."""
+
+    ticket: str = field(repr=False)
+    principal: Principal
+    expires_at: float
+
+
 @runtime_checkable
 class Limiter(Protocol):
     async def acquire_session(self, user_id: str, session_id: str) -> SessionGrant:
@@ -49,14 +60,25 @@ class Limiter(Protocol):
         """Extend the session's lease; False when the lease was lost (expired or released)."""
         ...
 
-    async def release_session(self, user_id: str, session_id: str) -> None: ...
+    async def release_session(self, user_id: str, session_id: str) -> None:
+        """Free the session's slot; its start stays counted."""
+        ...
+
+    async def refund_session(self, user_id: str, session_id: str) -> None:
+        """Undo a grant whose session never started: free its slot and give back the start it counted."""
+        ...
 
     async def issue_ticket(self, principal: Principal) -> tuple[str, int]:
         """A single-use url-safe ticket for ``principal`` and its lifetime in seconds."""
         ...
 
-    async def redeem_ticket(self, ticket: str) -> Principal | None:
-        """The ticket's principal, consuming it atomically; None if unknown, expired or already used."""
+    async def redeem_ticket(self, ticket: str) -> RedeemedTicket | None:
+        """Take the ticket out of the store atomically (one caller wins); None if unknown, expired or already used."""
+        ...
+
+    async def restore_ticket(self, redeemed: RedeemedTicket) -> bool:
+        """Put a redeemed ticket back until its original expiry (its request was refused); False when it has
+        expired meanwhile."""
         ...
 
     async def ping(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from parley.relay.auth import Principal
 from parley.relay.limits.base import (
     WINDOW_S,
+    RedeemedTicket,
     SessionGrant,
     session_rate_limited,
     ticket_digest,
@@ -27,7 +28,7 @@ from parley.settings import Settings
 @dataclass
 class _User:
     leases: dict[str, float] = field(default_factory=dict)  # session id -> lease expiry (unix time)
-    starts: deque[float] = field(default_factory=deque)  # start times, oldest first
+    starts: deque[tuple[float, str]] = field(default_factory=deque)  # (start time, session id), oldest first
 
 
 class MemoryLimiter:
@@ -48,7 +49,7 @@ class MemoryLimiter:
         user = self._users.setdefault(user_id, _User())
         for sid in [sid for sid, expiry in user.leases.items() if expiry <= now]:
             del user.leases[sid]
-        while user.starts and user.starts[0] <= now - self._window_s:
+        while user.starts and user.starts[0][0] <= now - self._window_s:
             user.starts.popleft()
         return user
 
@@ -66,9 +67,9 @@ class MemoryLimiter:
                 raise too_many_sessions(len(user.leases), self._max_concurrent, oldest - now)
             if len(user.starts) >= self._per_hour:
                 raise session_rate_limited(
-                    len(user.starts), self._per_hour, user.starts[0] + self._window_s - now
+                    len(user.starts), self._per_hour, user.starts[0][0] + self._window_s - now
                 )
-            user.starts.append(now)
+            user.starts.append((now, session_id))
         user.leases[session_id] = now + self._lease_s
         return SessionGrant(
             session_id=session_id,
@@ -89,9 +90,17 @@ class MemoryLimiter:
         return True
 
     async def release_session(self, user_id: str, session_id: str) -> None:
+        self._drop(user_id, session_id, refund=False)
+
+    async def refund_session(self, user_id: str, session_id: str) -> None:
+        self._drop(user_id, session_id, refund=True)
+
+    def _drop(self, user_id: str, session_id: str, *, refund: bool) -> None:
         user = self._users.get(user_id)
         if user is not None:
             user.leases.pop(session_id, None)
+            if refund:
+                user.starts = deque(s for s in user.starts if s[1] != session_id)
             self._user(user_id, self._clock())
             self._forget_if_empty(user_id)
 
@@ -103,16 +112,24 @@ class MemoryLimiter:
         self._tickets[ticket_digest(ticket)] = (now + ttl, principal)
         return ticket, ttl
 
-    async def redeem_ticket(self, ticket: str) -> Principal | None:
+    async def redeem_ticket(self, ticket: str) -> RedeemedTicket | None:
         if not valid_ticket(ticket):
             return None
         entry = self._tickets.pop(ticket_digest(ticket), None)
         if entry is None or entry[0] <= self._clock():
             return None
-        return entry[1]
+        return RedeemedTicket(ticket, entry[1], entry[0])
+
+    async def restore_ticket(self, redeemed: RedeemedTicket) -> bool:
+        now = self._clock()
+        if redeemed.expires_at <= now:
+            return False
+        self._tickets.setdefault(ticket_digest(redeemed.ticket), (redeemed.expires_at, redeemed.principal))
+        return True
 
     def _drop_expired_tickets(self, now: float) -> None:
-        # Insertion order is close to expiry order (every TTL is at most ticket_ttl_s), so stop at the first live one.
+        # Insertion order is close to expiry order (every TTL is at most ticket_ttl_s; a restored ticket goes last),
+        # so stop at the first live one.
         while self._tickets:
             digest, (expiry, _) = next(iter(self._tickets.items()))
             if expiry > now:

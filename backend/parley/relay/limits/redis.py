@@ -3,8 +3,9 @@
 Every decision is one Lua script (EVALSHA via ``register_script``) that reads the clock with Redis ``TIME``, so
 instances with skewed clocks agree. Per-user keys share a hash tag (``parley:{user:<id>}:leases`` and ``:starts``)
 and so one Redis Cluster slot. ``leases`` is a sorted set of session ids scored by lease expiry (ms); ``starts`` a
-sorted set of starts scored by start time (ms). Tickets are stored under their SHA-256 with a PX expiry and
-consumed with GETDEL (Redis >= 6.2).
+sorted set of starts scored by start time (ms), members ``<ms>:<session id>`` (so a refund finds its start).
+Tickets are stored under their SHA-256 with a PX expiry; redeeming takes the record out (GET, PTTL, DEL in one
+script) and remembers its expiry, so a refused request can put it back for the time it had left.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from parley.errors import DependencyError
 from parley.relay.auth import Principal
 from parley.relay.limits.base import (
     WINDOW_S,
+    RedeemedTicket,
     SessionGrant,
     principal_from_json,
     principal_to_json,
@@ -90,11 +92,20 @@ return 1
 """
 )
 
-# KEYS: leases, starts. ARGV: session id, window ms. Drops the lease and stale entries.
+# KEYS: leases, starts. ARGV: session id, window ms, refund (1: also drop the session's start). Drops the lease
+# and stale entries.
 _RELEASE = (
     _NOW_MS
     + """
 redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[3] == '1' then
+  local suffix = ':' .. ARGV[1]
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if string.sub(member, -string.len(suffix)) == suffix then
+      redis.call('ZREM', KEYS[2], member)
+    end
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
 return redis.call('ZCARD', KEYS[1])
@@ -103,6 +114,35 @@ return redis.call('ZCARD', KEYS[1])
 
 # Returns the server's unix time in ms.
 _TIME = _NOW_MS + "return now\n"
+
+# KEYS: ticket. Returns {record, expiry ms} and deletes it, or nil when absent.
+_REDEEM = (
+    _NOW_MS
+    + """
+local record = redis.call('GET', KEYS[1])
+if not record then
+  return nil
+end
+local left = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return {record, now + left}
+"""
+)
+
+# KEYS: ticket. ARGV: record, expiry ms. Stores it back (never over another record) for the time it has left.
+_RESTORE = (
+    _NOW_MS
+    + """
+local left = tonumber(ARGV[2]) - now
+if left <= 0 then
+  return 0
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', left, 'NX') then
+  return 1
+end
+return 0
+"""
+)
 
 
 def user_keys(user_id: str) -> tuple[str, str]:
@@ -140,6 +180,8 @@ class RedisLimiter:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._time = client.register_script(_TIME)
+        self._redeem = client.register_script(_REDEEM)
+        self._restore = client.register_script(_RESTORE)
 
     @asynccontextmanager
     async def _backend(self, what: str) -> AsyncIterator[None]:
@@ -181,7 +223,11 @@ class RedisLimiter:
 
     async def release_session(self, user_id: str, session_id: str) -> None:
         async with self._backend("release_session"):
-            await self._release(keys=list(user_keys(user_id)), args=[session_id, self._window_ms])
+            await self._release(keys=list(user_keys(user_id)), args=[session_id, self._window_ms, 0])
+
+    async def refund_session(self, user_id: str, session_id: str) -> None:
+        async with self._backend("refund_session"):
+            await self._release(keys=list(user_keys(user_id)), args=[session_id, self._window_ms, 1])
 
     async def issue_ticket(self, principal: Principal) -> tuple[str, int]:
         ticket = secrets.token_urlsafe(32)
@@ -197,18 +243,26 @@ class RedisLimiter:
             raise DependencyError("could not store the ticket")
         return ticket, ttl
 
-    async def redeem_ticket(self, ticket: str) -> Principal | None:
+    async def redeem_ticket(self, ticket: str) -> RedeemedTicket | None:
         if not valid_ticket(ticket):
             return None
         async with self._backend("redeem_ticket"):
-            data: Any = await self._redis.getdel(ticket_key(ticket))
-        if data is None:
+            reply: Any = await self._redeem(keys=[ticket_key(ticket)], args=[])
+        if reply is None:
             return None
+        data, expires_ms = reply
         try:
-            return principal_from_json(data)
+            return RedeemedTicket(ticket, principal_from_json(data), int(expires_ms) / 1000)
         except (ValueError, KeyError, TypeError):
             log.warning("discarded an unreadable ticket record")
             return None
+
+    async def restore_ticket(self, redeemed: RedeemedTicket) -> bool:
+        record = principal_to_json(redeemed.principal)
+        expires_ms = math.floor(redeemed.expires_at * 1000)
+        async with self._backend("restore_ticket"):
+            reply: Any = await self._restore(keys=[ticket_key(redeemed.ticket)], args=[record, expires_ms])
+        return int(reply) == 1
 
     async def ping(self) -> None:
         async with self._backend("ping"):
