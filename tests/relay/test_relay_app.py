@@ -260,15 +260,12 @@ async def test_stock_openai_sdk_talks_through_the_relay(relay: Relay) -> None:
         assert kinds.count("response.created") == 1  # the SDK's response.create folded into the relay's turn
 
 
-async def test_unreachable_upstream_gives_a_clear_error_and_close(upstream: FakeUpstream) -> None:
+async def test_unreachable_upstream_is_refused_before_accept(upstream: FakeUpstream) -> None:
     settings = relay_settings("ws://127.0.0.1:9/v1/realtime", upstream_connect_timeout_s=1.0)
     async with running_relay(settings) as r:
-        ws = await r.connect(token("gina"))
-        err, _ = await recv_until(ws, "error")
-        assert err["error"]["code"] == "upstream_unavailable" and "local" in err["error"]["message"]
-        with pytest.raises(websockets.ConnectionClosed):
-            await ws.recv()
-        assert ws.close_code == 1013 and ws.close_reason == "upstream_unavailable"
+        exc = await refused(r, token("gina"))  # HTTP 503, no 101 (test_admission: no quota spent)
+        assert exc.response.status_code == 503 and int(exc.response.headers["Retry-After"]) >= 1
+        assert body(exc)["code"] == "upstream_unavailable" and "local" in body(exc)["message"]
         async with httpx.AsyncClient() as client:
             ready = (await client.get(f"{r.http}/readyz")).json()
         assert ready["status"] == "not_ready" and ready["not_ready"] == ["local_voice_server"]
