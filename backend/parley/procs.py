@@ -123,6 +123,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def describe_exit(returncode: int) -> str:
+    """``exited with code 3`` / ``killed by SIGKILL``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
 class StartFailed(RuntimeError):
     """A start that failed for a reason the user can act on: ``message`` is one line; ``detail`` (e.g. the last
     lines of a child's output) is appended to ``str(exc)`` for callers that show everything."""
@@ -168,6 +178,17 @@ class ChildProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def returncode(self) -> int | None:
+        """``None`` while the child runs (or before it started); else how it ended (negative: the signal)."""
+        return self._proc.returncode if self._proc else None
+
+    async def wait(self) -> int:
+        """Wait until the child (started) exits; its return code."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return await self._proc.wait()
+
     def tail(self, lines: int = 20) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -195,7 +216,7 @@ class ChildProcess:
             while True:
                 if self._proc.returncode is not None:
                     raise ChildFailed(
-                        f"{self.name} exited with code {self._proc.returncode} before it was ready "
+                        f"{self.name} {describe_exit(self._proc.returncode)} before it was ready "
                         f"(log: {self.log_path})",
                         detail=self.tail(),
                     )

@@ -97,6 +97,31 @@ class Settings(BaseSettings):
     llama_threads: int = 2
     llama_ctx: int = 4096
 
+    # --- `parley up`: supervision of its children; the local voice server's check of its LLM -------------------
+    supervise_backoff_base_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="`parley up` restarts a dead child after this long, doubling per restart.",
+    )
+    supervise_backoff_max_s: float = Field(default=30.0, ge=0, description="Longest wait before a restart.")
+    supervise_max_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="Restarts allowed per child within supervise_window_s; one more death and it stays down.",
+    )
+    supervise_window_s: float = Field(
+        default=300.0, gt=0, description="How long a restart counts against supervise_max_restarts."
+    )
+    llm_health_cache_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="The local voice server's check of its LLM server (GET {llm_base_url}/models) is reused "
+        "this long, so readiness probes do not hammer it.",
+    )
+    llm_health_timeout_s: float = Field(
+        default=1.0, gt=0, description="Time-out of the local voice server's check of its LLM server."
+    )
+
     # --- relay ---------------------------------------------------------------------------------------------
     jwt_secret: SecretStr = SecretStr("")
     jwt_public_key: str = ""
