@@ -1,4 +1,9 @@
-"""The local voice server's HTTP/WebSocket surface: ``WS /v1/realtime`` and ``GET /healthz``.
+"""The local voice server's HTTP/WebSocket surface: ``WS /v1/realtime``, ``GET /healthz`` and ``GET /readyz``.
+
+``/healthz`` answers 200 while the server serves (``parley up`` waits for it before it counts the server as started,
+so the server comes up even while its LLM server is down); its body's ``checks.llm`` says whether the LLM server
+answers (``llm_health``), which the relay's ``/readyz`` reports as its ``llm`` check. ``/readyz`` is 503 while the
+LLM server does not answer.
 
 The WebSocket endpoint only pumps frames into a ``LocalSession``. Any ``model`` query parameter is accepted. The
 local server is an internal service: a Bearer key is accepted as is, unless ``PARLEY_LOCAL_API_KEY`` is set, in
@@ -25,6 +30,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from parley.local.engines import Engines
+from parley.local.llm_health import LLMHealth
 from parley.local.session import LocalSession
 from parley.logs import log_context
 from parley.settings import Settings
@@ -66,8 +72,19 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     required = settings.local_api_key.get_secret_value()
     models = describe_models(settings, engines)
 
+    llm_health = LLMHealth.from_settings(settings)
+
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "models": models})
+        """Liveness: 200 while this server serves; the body also says whether its LLM server answers."""
+        llm = await llm_health.check()
+        return JSONResponse({"status": "ok", "models": models, "checks": {"llm": llm}})
+
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: 503 while the LLM server does not answer (every turn would fail with llm_unavailable)."""
+        llm = await llm_health.check()
+        ready = llm == "ok"
+        body = {"status": "ready" if ready else "not_ready", "checks": {"llm": llm}}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def realtime(ws: WebSocket) -> None:
         if required:
@@ -106,7 +123,11 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
         await close_engines(engines)
 
     return Starlette(
-        routes=[Route("/healthz", healthz), WebSocketRoute("/v1/realtime", realtime)],
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            WebSocketRoute("/v1/realtime", realtime),
+        ],
         lifespan=lifespan,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -38,14 +39,30 @@ async def _check_limiter(state: RelayState) -> str:
         return f"unreachable ({type(exc).__name__})"
 
 
-async def _check_local(state: RelayState) -> str:
+async def _check_local(state: RelayState) -> dict[str, str]:
+    """``local_voice_server``: its ``/healthz`` answers 200; ``llm``: its LLM server's state, as the local voice
+    server reports it in that answer (``checks.llm``; absent when the server does not report one)."""
     url = health_url(state.settings.local_realtime_url)
     try:
         async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
             response = await client.get(url)
-        return "ok" if response.status_code == 200 else f"HTTP {response.status_code} from {url}"
     except httpx.HTTPError as exc:
-        return f"unreachable ({type(exc).__name__}) at {url}"
+        return {"local_voice_server": f"unreachable ({type(exc).__name__}) at {url}"}
+    if response.status_code != 200:
+        return {"local_voice_server": f"HTTP {response.status_code} from {url}"}
+    llm = _reported(response, "llm")
+    return {"local_voice_server": "ok"} | ({"llm": llm} if llm is not None else {})
+
+
+def _reported(response: httpx.Response, name: str) -> str | None:
+    """The state of dependency ``name`` in a ``{"checks": {name: state}}`` JSON body, if there is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    checks = body.get("checks") if isinstance(body, dict) else None
+    value = checks.get(name) if isinstance(checks, dict) else None
+    return value[:200] if isinstance(value, str) else None
 
 
 async def _check_context(state: RelayState) -> str:
@@ -59,15 +76,20 @@ async def _check_context(state: RelayState) -> str:
         return f"failed ({type(exc).__name__})"
 
 
+async def _named(name: str, check: Awaitable[str]) -> dict[str, str]:
+    return {name: await check}
+
+
 async def readyz(request: Request) -> Response:
-    """200 when the limiter backend, the local voice server and the knowledge store all answer; else 503."""
+    """200 when the limiter backend, the knowledge store, the local voice server and its LLM server all answer;
+    else 503. The body names each check and its state."""
     state = _state(request)
-    names = ["limiter", "context"]
-    checks = [_check_limiter(state), _check_context(state)]
+    checks = [_named("limiter", _check_limiter(state)), _named("context", _check_context(state))]
     if state.settings.local_realtime_url:
-        names.append("local_voice_server")
         checks.append(_check_local(state))
-    results = dict(zip(names, await asyncio.gather(*checks), strict=True))
+    results: dict[str, str] = {}
+    for named in await asyncio.gather(*checks):
+        results.update(named)
     if state.draining:
         results["relay"] = "shutting down"
     ready = all(v == "ok" for v in results.values())
