@@ -82,6 +82,11 @@ class LlamaServer:
         )
 
     @property
+    def child(self) -> ChildProcess:
+        """The running server's process (for ``supervise.Supervisor``: a restart reuses its port and model)."""
+        return self._child
+
+    @property
     def log_path(self) -> Path:
         return self._child.log_path
 

@@ -5,6 +5,11 @@ voice server (child process, so model work never stalls the relay's event loop),
 the requested port, with the local provider, in-memory limits and the ticket endpoint on. Ctrl-C or SIGTERM stops
 the relay gracefully, then the children.
 
+Once started, each child is supervised (``parley.supervise``): one that dies is logged (how it ended, the
+last lines of its log) and started again on the same port, with backoff, until it dies too often
+(``PARLEY_SUPERVISE_*``); then it stays down and ``/readyz`` says 503. Children stopped by the shutdown are not
+restarted (supervision ends first).
+
 The relay's address is checked before any child starts, so a port in use costs no model loading; every child gets
 a clean environment (``procs.child_env``), never this process's whole one. A failed start raises
 ``procs.StartFailed``, which the CLI prints as one line.
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING
 from parley.llama_server import LlamaServer
 from parley.procs import ChildProcess, check_port_free, free_port, parley_child_env
 from parley.settings import Settings
+from parley.supervise import Supervisor, restart_policy
 
 if TYPE_CHECKING:
     from parley.rag.retriever import Retriever
@@ -60,9 +66,10 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
     # stops the children that have started.
     async with contextlib.AsyncExitStack() as stack:
         llama = await stack.enter_async_context(LlamaServer(settings))
-        await stack.enter_async_context(
-            local_server_process(settings, local_port, llm_base_url=llama.base_url)
-        )
+        await stack.enter_async_context(Supervisor(llama.child, restart_policy(settings)))
+        local = local_server_process(settings, local_port, llm_base_url=llama.base_url)
+        await stack.enter_async_context(local)
+        await stack.enter_async_context(Supervisor(local, restart_policy(settings)))
         update: dict[str, object] = {
             "local_realtime_url": f"ws://127.0.0.1:{local_port}/v1/realtime",
             "enable_ticket_endpoint": True,
