@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="How long a restart counts against supervise_max_restarts."
     )
     llm_health_cache_s: float = Field(
-        default=2.0,
+        default=1.0,
         ge=0,
         description="The local voice server's check of its LLM server (GET {llm_base_url}/models) is reused "
         "this long, so readiness probes do not hammer it.",
