@@ -129,7 +129,7 @@ async def _kill_and_await_restart(
     before = _child_running(up_pid, marker)
     assert before is not None, f"no {name} child"
     os.kill(before[0], signal.SIGKILL)
-    await _until(lambda: f"{name} (pid {before[0]}) killed by SIGKILL" in up.tail(200))
+    await _until(lambda: f"{name} (pid {before[0]}) killed by SIGKILL" in up.tail(1000))
 
     def replaced() -> bool:
         now = _child_running(up_pid, marker)
@@ -138,7 +138,7 @@ async def _kill_and_await_restart(
     await _until(replaced)
     after = _child_running(up_pid, marker)
     assert after is not None and after[1] == before[1], (before, after)  # the same port
-    await _until(lambda: f"{name} is back at" in up.tail(200))
+    await _until(lambda: f"{name} is back at" in up.tail(1000))
     await _until(ready)
 
 

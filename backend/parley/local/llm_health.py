@@ -26,7 +26,7 @@ class LLMHealth:
         *,
         api_key: str = "",
         timeout_s: float = 1.0,
-        cache_s: float = 2.0,
+        cache_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = base_url.rstrip("/") + "/models"
