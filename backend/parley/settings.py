@@ -210,6 +210,27 @@ class Settings(BaseSettings):
         "(`parley up` sets it to 'demo'). Empty = off. The user's limits still apply.",
     )
 
+    # --- relay: upstream pools and failover (parley.relay.pool, parley.relay.pooled) -------------------------
+    upstream_failover: bool = Field(
+        default=True,
+        description="A session whose upstream dies moves to another upstream of its provider (the conversation "
+        "replayed as text); false: it ends (1011).",
+    )
+    failover_to_local: bool = Field(
+        default=False,
+        description="When the openai provider has nothing left, move its sessions to the local provider (if the "
+        "user's token allows it).",
+    )
+    upstream_cooldown_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="An upstream that failed a connect or dropped a session is skipped this long while another "
+        "of its pool is healthy.",
+    )
+    failover_replay_items: int = Field(
+        default=40, ge=0, description="Most conversation items replayed into the new upstream (the newest)."
+    )
+
     # --- knowledge base (RAG) -------------------------------------------------------------------------------
     rag_enabled: bool = Field(default=True, description="Retrieve and inject context before each answer.")
     kb_dir: str = Field(

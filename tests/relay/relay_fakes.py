@@ -5,8 +5,8 @@ commit -> ``speech_started``; ``input_audio_buffer.commit`` -> a transcription d
 ``committed`` and a transcript ("what are the opening hours"); user/system items -> ``conversation.item.added``; deletes -> ``conversation.item.deleted``; ``response.create`` -> created,
 ``n_deltas`` audio deltas ``delta_gap_s`` apart, done; ``response.cancel`` with nothing running ->
 ``response_cancel_not_active``; truncate -> ``conversation.item.truncated``. ``GET /healthz`` answers 200.
-``drop_all()`` resets every open connection (the server "dies" mid-session); ``conversations`` holds the items
-each connection was given, in order.
+``drop_all()`` resets every open connection (the server "dies" mid-session), ``stop()`` also stops listening;
+``conversations`` holds the items each connection was given, in order.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -41,6 +41,7 @@ class FakeUpstream:
     conversations: list[list[dict[str, Any]]] = field(default_factory=list)
     open: set[ServerConnection] = field(default_factory=set)
     _connected: asyncio.Condition = field(default_factory=asyncio.Condition)
+    server: Server | None = None
 
     async def wait_connections(self, n: int) -> None:
         """Until ``n`` connections have been made in all."""
@@ -51,6 +52,13 @@ class FakeUpstream:
         """Reset every open connection at once, as a crashed server's kernel would."""
         for conn in list(self.open):
             conn.transport.abort()
+
+    async def stop(self) -> None:
+        """Die: stop listening (later connects are refused) and reset every open connection."""
+        assert self.server is not None
+        self.server.close(close_connections=False)
+        self.drop_all()
+        await self.server.wait_closed()
 
     @property
     def url(self) -> str:
@@ -173,5 +181,6 @@ class FakeUpstream:
 async def fake_upstream(**kw: Any) -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream(**kw)
     async with serve(fake.handler, "127.0.0.1", 0, process_request=fake.health) as server:
+        fake.server = server
         fake.port = next(iter(server.sockets)).getsockname()[1]
         yield fake

@@ -383,3 +383,37 @@ def test_audio_appends_take_the_fast_path_only_when_it_is_safe() -> None:
         assert json.loads(wire.parse_client_frame(frame)[1])["audio"] == audio
     extra = '{"type":"input_audio_buffer.append","audio":"QUJD","session":{"type":"realtime"}}'
     assert json.loads(wire.parse_client_frame(extra)[1])["session"] == {"type": "realtime"}
+
+
+# --- upstream failover (the runtime reconnects; the session fails the turn, configures and replays) ------------
+
+
+def test_failover_fails_the_answer_in_flight_then_replays_what_was_heard_into_the_new_upstream() -> None:
+    from parley.relay.actions import UpstreamMoved
+
+    s = make()
+    s.start(100.0)
+    s.on_upstream_text(
+        ev("conversation.item.input_audio_transcription.completed", item_id="u1", transcript="hi"), 101
+    )
+    s.on_upstream_text(ev("response.created", response={"id": "r1"}), 101.1)
+    s.on_upstream_text(ev("response.output_audio_transcript.delta", item_id="a1", delta="hello there"), 101.2)
+    lost = s.upstream_lost("dropped", 102.0, moving=True)
+    done, err = to_client(lost)
+    assert done["type"] == "response.done" and done["response"]["status"] == "failed"
+    assert err["error"]["code"] == "upstream_lost" and not s.closed and not s.response_active
+    local = UpstreamSessionConfig(instructions="Be brief.", voice="")
+    update, user, assistant = to_upstream(s.upstream_moved("local", local, self_interrupts=True))
+    assert update["type"] == "session.update" and "voice" not in update["session"]["audio"]["output"]
+    assert (user["item"]["role"], user["item"]["content"][0]["text"]) == ("user", "hi")
+    assert (assistant["item"]["role"], assistant["item"]["content"][0]["text"]) == (
+        "assistant",
+        "hello there",
+    )
+    # the new upstream's acknowledgements of the replayed items are not the client's business
+    assert s.on_upstream_text(ev("conversation.item.added", item=user["item"]), 102.1) == []
+    ready = s.on_upstream_text(ev("session.updated", session={}), 102.25)
+    (notice,) = to_client(ready)
+    assert notice["status"] == "moved" and notice["provider"] == "local" and notice["gap_ms"] == 250.0
+    assert [a for a in ready if isinstance(a, UpstreamMoved)] == [UpstreamMoved("local", "local", 0.25)]
+    assert s.on_upstream_text(ev("session.updated", session={}), 103) == []  # only once

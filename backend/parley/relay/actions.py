@@ -51,7 +51,16 @@ class CloseSession:
     reason: str
 
 
-Action = ToClient | ToUpstream | FetchContext | TurnDone | ContextUsed | CloseSession
+@dataclass(slots=True)
+class UpstreamMoved:
+    """The session's new upstream is ready after its first one died (for the metrics)."""
+
+    from_provider: str
+    to_provider: str
+    gap_s: float  # from the loss to the new upstream's session.updated
+
+
+Action = ToClient | ToUpstream | FetchContext | TurnDone | ContextUsed | CloseSession | UpstreamMoved
 
 
 class AudioRate(Protocol):
@@ -76,6 +85,7 @@ class SessionConfig:
     limits: dict[str, Any] = field(default_factory=dict)
     quota: dict[str, Any] = field(default_factory=dict)
     expires_at: float | None = None  # wall clock (epoch seconds), for the client
+    replay_items: int = 40  # most items replayed into a new upstream after a failover
 
 
 @dataclass(slots=True)

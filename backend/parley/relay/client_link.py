@@ -54,7 +54,9 @@ def abort_transport(transport: asyncio.Transport) -> None:
 
 
 class ClientLink:
-    def __init__(self, ws: WebSocket, deadline_s: float, *, on_abort: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, ws: WebSocket, deadline_s: float, *, on_abort: Callable[[str], None] | None = None
+    ) -> None:
         self.ws = ws
         self.deadline_s = deadline_s
         self._on_abort = on_abort

@@ -24,6 +24,14 @@ class Outbox(Generic[T]):
     def full(self) -> bool:
         return self._queue.full()
 
+    def clear(self) -> int:
+        """Drop what is queued (not what is being sent); returns how many items were dropped."""
+        n = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            n += 1
+        return n
+
     async def put(self, item: T) -> None:
         if self._queue.empty() and not self._lock.locked():
             async with self._lock:

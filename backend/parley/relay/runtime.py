@@ -9,6 +9,9 @@ first one to end the session raises ``_Ended``, which cancels the rest. Queues a
   client's truncate position). Every write to the client goes through ``ClientLink``, held to ``client_stall_s``:
   a client that accepts nothing that long has its connection reset and the session ends at once. An upstream
   that accepts nothing that long ends the session (1008).
+- upstream failover: when the upstream dies, the upstream reader asks the ``PooledUpstream`` to ``move`` and the
+  session to configure the new one and replay the conversation (``replay``); frames for the upstream are dropped
+  while it moves. When nothing is left, or failover is off, the session ends (1011) as before.
 - context lookups: 4 requests; when full the oldest is dropped (a newer turn or partial makes it stale anyway;
   the session never has more than one speculative lookup queued or running).
 """
@@ -27,6 +30,7 @@ from parley.errors import UpstreamUnavailable
 from parley.relay.client_link import ClientGone, ClientLink, ClientStalled
 from parley.relay.context import Context
 from parley.relay.outbox import Outbox
+from parley.relay.pooled import PooledUpstream
 from parley.relay.session import (
     Action,
     CloseSession,
@@ -37,6 +41,7 @@ from parley.relay.session import (
     ToClient,
     ToUpstream,
     TurnDone,
+    UpstreamMoved,
 )
 from parley.relay.upstream import ProviderConfig, Upstream
 
@@ -106,12 +111,15 @@ class SessionRuntime:
                 "sessions_left_this_hour": max(0, grant.per_hour - grant.starts_in_window),
             },
             expires_at=grant.expires_at,
+            replay_items=s.failover_replay_items,
         )
         self.session = RelaySession(cfg, now=time.monotonic(), audio_rate=audio_rate)
         size = s.relay_queue_size
         self._to_client: Outbox[str | CloseSession] = Outbox(self._send_client, size)
         self._to_upstream: Outbox[str] = Outbox(self._send_upstream, size)
         self._upstream_broken = False
+        self._moving = False  # the upstream died and another is being connected: frames for it are dropped
+        self._upstream_gen = 0  # which connection a send went to (a late failure of a dead one is ignored)
         self._contexts: asyncio.Queue[FetchContext] = asyncio.Queue(4)
         self._stall_s = s.client_stall_s
         aborts = state.resilience.client_aborts
@@ -166,6 +174,10 @@ class SessionRuntime:
                 self.state.metrics.observe_turn(action.provider, action.timings_ms)
             elif isinstance(action, CloseSession):
                 await self._put(self._to_client, action, "client")
+            elif isinstance(action, UpstreamMoved):
+                r = self.state.resilience
+                r.failovers.labels(action.from_provider, action.to_provider, "moved").inc()
+                r.failover_gap.observe(action.gap_s)
 
     async def _put(self, outbox: Outbox[Any], item: Any, peer: str) -> None:
         if outbox is self._to_client:  # every client send has its own deadline (ClientLink)
@@ -218,7 +230,18 @@ class SessionRuntime:
             raise _Ended("client gone") from None
 
     async def _upstream_reader(self) -> None:
-        message = f"the {self.admission.provider} voice provider closed the session"
+        while True:
+            message = await self._read_upstream()
+            if self.session.closed:
+                return
+            self.state.metrics.upstream_failures.labels(self.session.cfg.provider).inc()
+            logger.warning("upstream lost: %s", message)
+            if not await self._fail_over(message):
+                await self._dispatch(self.session.upstream_lost(message))
+                return
+
+    async def _read_upstream(self) -> str:
+        """Pump the upstream's frames into the session until the connection ends; returns why it ended."""
         try:
             async for text in self.upstream:
                 await self._dispatch(self.session.on_upstream_text(text, time.monotonic()))
@@ -226,20 +249,46 @@ class SessionRuntime:
                     self.session.deadline_moved = False
                     self._wake.set()
         except UpstreamUnavailable as exc:
-            message = exc.message
-        if not self.session.closed:
-            self.state.metrics.upstream_failures.labels(self.admission.provider).inc()
-            logger.warning("upstream lost: %s", message)
-            await self._dispatch(self.session.upstream_lost(message))
+            return exc.message
+        return f"the {self.session.cfg.provider} voice provider closed the session"
+
+    async def _fail_over(self, message: str) -> bool:
+        """Move the session to another upstream (see ``pooled``). False: nothing left, or failover is off."""
+        up = self.upstream
+        if (
+            not isinstance(up, PooledUpstream)
+            or self.session.draining
+            or not self.state.settings.upstream_failover
+        ):
+            return False
+        before = self.session.cfg.provider
+        providers = self.admission.principal.providers
+        self._moving = True
+        try:
+            await self._dispatch(self.session.upstream_lost(message, time.monotonic(), moving=True))
+            cfg = await up.move(lambda p: providers is None or p in providers)
+        finally:
+            self._to_upstream.clear()  # frames from before the new upstream is configured
+            self._moving, self._upstream_broken = False, False
+            self._upstream_gen += 1
+        if cfg is None:
+            self.state.resilience.failovers.labels(before, "none", "failed").inc()
+            return False
+        logger.info("session moving from the %s to the %s provider's upstream", before, cfg.name)
+        moved = self.session.upstream_moved(cfg.name, cfg.session, self_interrupts=cfg.self_interrupts)
+        await self._dispatch(moved)
+        return True
 
     async def _send_upstream(self, data: str) -> None:
-        if self._upstream_broken:
+        if self._upstream_broken or self._moving:
             return
+        gen = self._upstream_gen
         try:
             await self.upstream.send(data)
         except Exception as exc:  # the upstream reader reports the loss; this side just stops sending
             logger.debug("upstream send failed: %s", type(exc).__name__)
-            self._upstream_broken = True
+            if gen == self._upstream_gen:
+                self._upstream_broken = True
 
     async def _context_runner(self) -> None:
         provider = self.state.context

@@ -23,7 +23,7 @@ from parley.errors import (
     error_event,
 )
 from parley.realtime.audio import BYTES_PER_MS
-from parley.relay import wire
+from parley.relay import replay, wire
 from parley.relay.actions import (
     Action,
     AudioRate,
@@ -35,6 +35,7 @@ from parley.relay.actions import (
     ToUpstream,
     Turn,
     TurnDone,
+    UpstreamMoved,
 )
 from parley.relay.context import DECLINE, Context, asks_for_facts, build_query, display_source
 from parley.relay.injection import ContextItems, Lookup, context_event
@@ -53,6 +54,7 @@ __all__ = [
     "ToUpstream",
     "Turn",
     "TurnDone",
+    "UpstreamMoved",
 ]
 
 
@@ -86,6 +88,11 @@ class RelaySession:
         self._last_user_text: str | None = None
         self._kb_warned = False
         self.deadline_moved = False  # next_deadline() came closer: the runtime's timer must look again
+        self._heard = replay.HeardLog(max_items=max(1, cfg.replay_items))  # replayed into a new upstream
+        self._response_id: str | None = None
+        self._lost_at: float | None = None  # the upstream died at; cleared when the new one is ready
+        self._moved_from: str | None = None
+        self._replayed: list[tuple[str, str]] = []
         H = Callable[[dict[str, Any], str, float], list[Action]]
         self._client: dict[str, H] = {
             "input_audio_buffer.commit": self._forward_client,
@@ -96,7 +103,8 @@ class RelaySession:
             "response.create": self._c_response_create,
         }
         self._upstream: dict[str, H] = {
-            "session.updated": self._u_swallow,
+            "session.updated": self._u_session_updated,
+            **dict.fromkeys(replay.ANSWER_EVENTS, self._u_answer),
             "input_audio_buffer.speech_started": self._u_speech_started,
             "input_audio_buffer.speech_stopped": self._u_speech_stopped,
             "input_audio_buffer.committed": self._u_committed,
@@ -187,11 +195,40 @@ class RelaySession:
         event = self._session_event("closed", reason=reason, message=message or reason)
         return [ToClient(event), CloseSession(code, reason)]
 
-    def upstream_lost(self, message: str) -> list[Action]:
+    def upstream_lost(self, message: str, now: float = 0.0, *, moving: bool = False) -> list[Action]:
+        """The upstream died. Not ``moving``: the session ends. ``moving``: the runtime connects another one; the
+        turn in flight fails (``response.done`` failed, error ``upstream_lost``) and the next one works there."""
         if self.closed:
             return []
-        err = UpstreamUnavailable(message)
-        return [self._error(err), *self.close(1011, "upstream_unavailable", message)]
+        if not moving:
+            return [
+                self._error(UpstreamUnavailable(message)),
+                *self.close(1011, "upstream_unavailable", message),
+            ]
+        if self._lost_at is None:
+            self._lost_at = now
+        out: list[Action] = []
+        turn = self._turn
+        if self.response_active:
+            out.append(ToClient(replay.response_failed(self._response_id, "upstream_lost")))
+        if self.response_active or (turn is not None and turn.t1 is not None):
+            lost = "the voice provider was lost during this answer; the session is moving to another one: ask again"
+            out.append(self._error(UpstreamUnavailable(lost, code="upstream_lost")))
+        self.response_active, self._turn, self._response_id, self._pending_text = False, None, None, 0
+        self._heard.answer_ended()
+        self._ctx.injected_id, self._ctx.injected_key = None, ()  # it was in the dead upstream's conversation
+        return out
+
+    def upstream_moved(
+        self, provider: str, upstream: wire.UpstreamSessionConfig, *, self_interrupts: bool
+    ) -> list[Action]:
+        """A new upstream replaces the lost one: configure it and replay what was said and heard."""
+        if self._moved_from is None:
+            self._moved_from = self.cfg.provider
+        self.cfg.provider, self.cfg.upstream, self.cfg.self_interrupts = provider, upstream, self_interrupts
+        self._replayed = self._heard.heard()
+        events = replay.replay_events(self._replayed)
+        return [ToUpstream(wire.session_update(upstream)), *(ToUpstream(e) for e in events)]
 
     # --- client frames ------------------------------------------------------------------------------------
 
@@ -248,6 +285,7 @@ class RelaySession:
 
     def _c_truncate(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         wire.check_truncate(ev)
+        self._heard.truncated(ev["item_id"], ev["audio_end_ms"])
         out: list[Action] = [ToUpstream(text)]
         if not self.cfg.self_interrupts and self.response_active:
             out.append(ToUpstream(wire.client_event("response.cancel")))
@@ -282,6 +320,7 @@ class RelaySession:
             turn = self._turn
             if turn is not None and turn.t4 is None and turn.requested:
                 turn.t4 = now
+            self._heard.answer_audio(replay.audio_ms_of_delta(text))
             return [ToClient(text)]
         if type_ is not None and type_ not in self._upstream:
             return [ToClient(text)]
@@ -295,8 +334,24 @@ class RelaySession:
             return [ToClient(text)]
         return handler(ev, text, now)
 
-    def _u_swallow(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
-        return []
+    def _u_session_updated(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        if self._moved_from is None or self._lost_at is None:
+            return []  # the answer to the relay's own session.update: not the client's business
+        gap = now - self._lost_at
+        notice = self._session_event(
+            "moved",
+            reason="upstream_lost",
+            previous_provider=self._moved_from,
+            replayed_items=len(self._replayed),
+            gap_ms=round(gap * 1000.0, 1),
+        )
+        moved = UpstreamMoved(self._moved_from, self.cfg.provider, gap)
+        self._moved_from = self._lost_at = None
+        return [ToClient(notice), moved]
+
+    def _u_answer(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        self._heard.on_answer_event(ev)
+        return [ToClient(text)]
 
     def _u_speech_started(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         out: list[Action] = [ToClient(text)]
@@ -337,6 +392,7 @@ class RelaySession:
             self._new_turn(now)
         assert self._turn is not None
         self._turn.item_id = item_id
+        self._heard.user(transcript, item_id)
         return [ToClient(text), *self._begin_turn(self._turn, transcript, now)]
 
     def _u_transcript_failed(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
@@ -346,7 +402,8 @@ class RelaySession:
         return [ToClient(text)]
 
     def _u_item_done(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
-        return [] if self._ctx.owns(_obj(ev.get("item")).get("id")) else [ToClient(text)]
+        item_id = _obj(ev.get("item")).get("id")
+        return [] if self._ctx.owns(item_id) or replay.owns(item_id) else [ToClient(text)]
 
     def _u_item_deleted(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         item_id = ev.get("item_id")
@@ -356,8 +413,8 @@ class RelaySession:
 
     def _u_item_added(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         item = ev.get("item")
-        if isinstance(item, dict) and self._ctx.owns(item.get("id")):
-            return []  # the relay's own context item: the client never sees the injected passages
+        if isinstance(item, dict) and (self._ctx.owns(item.get("id")) or replay.owns(item.get("id"))):
+            return []  # the relay's own items (context, replay): the client never sees them
         out: list[Action] = [ToClient(text)]
         if not self._pending_text or not isinstance(item, dict) or item.get("role") != "user":
             return out
@@ -369,11 +426,15 @@ class RelaySession:
         if item_id:
             self._seen_text_items.add(item_id)
         self._pending_text -= 1
+        self._heard.user(" ".join(texts), item_id or None)
         turn = self._new_turn(now)
         return out + self._begin_turn(turn, " ".join(texts).strip(), now)
 
     def _u_response_created(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         self.response_active = True
+        rid = _obj(ev.get("response")).get("id")
+        self._response_id = rid if isinstance(rid, str) else None
+        self._heard.answer_started(self._response_id)
         turn = self._turn
         if turn is not None and turn.requested and turn.t3 is None:
             turn.t3 = now
@@ -381,6 +442,8 @@ class RelaySession:
 
     def _u_response_done(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         self.response_active = False
+        self._response_id = None
+        self._heard.answer_ended()
         self.last_activity = max(self.last_activity, now)  # idleness counts from the end of the answer
         out: list[Action] = [ToClient(text)]
         turn = self._turn
@@ -407,6 +470,9 @@ class RelaySession:
     def _u_error(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         err = _obj(ev.get("error"))
         if err.get("code") == "response_cancel_not_active":
+            return []
+        if replay.owns_event(err.get("event_id")):
+            logger.warning("upstream refused a replayed item: %s", err.get("message"))
             return []
         if self._ctx.owns_event(err.get("event_id")):
             # About the relay's own context item (e.g. deleting one the upstream no longer has): not the

@@ -1,4 +1,7 @@
-"""What one relay app holds: settings, verifier, limiter, context provider, metrics, and its live sessions."""
+"""What one relay app holds: settings, verifier, limiter, context provider, metrics, and its live sessions.
+
+``upstream_factory`` makes the connections; the state wraps it in ``UpstreamPools`` (``upstreams``), so what the
+endpoint gets from ``state.upstream_factory`` is a pooled upstream that can fail over (see ``pooled``)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from parley.relay.auth import JWTVerifier
 from parley.relay.context import ContextProvider
 from parley.relay.limits.base import Limiter
 from parley.relay.metrics import RelayMetrics
+from parley.relay.pooled import UpstreamPools
 from parley.relay.resilience_metrics import ResilienceMetrics
 from parley.relay.upstream import ProviderConfig, Upstream, WebSocketUpstream
 from parley.settings import Settings
@@ -33,6 +37,9 @@ class RelayState:
     sessions: set[SessionRuntime] = field(default_factory=set)
     draining: bool = False
     resilience: ResilienceMetrics = field(init=False)
+    upstreams: UpstreamPools = field(init=False)
 
     def __post_init__(self) -> None:
         self.resilience = ResilienceMetrics(self.metrics.registry)
+        self.upstreams = UpstreamPools(self.settings, self.upstream_factory)
+        self.upstream_factory = self.upstreams.open

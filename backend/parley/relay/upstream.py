@@ -18,6 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from parley.errors import InvalidRequest, UpstreamUnavailable
+from parley.relay.pool import split_urls
 from parley.relay.wire import UpstreamSessionConfig
 from parley.settings import Settings
 
@@ -35,6 +36,9 @@ class ProviderConfig:
     self_interrupts: bool = True  # honours interrupt_response=true (cancels its own answer on speech_started)
     session: UpstreamSessionConfig = field(default_factory=lambda: UpstreamSessionConfig(instructions=""))
     connect_timeout_s: float = 5.0
+    urls: tuple[
+        str, ...
+    ] = ()  # the provider's pool (``url`` is the member to connect to); empty: just ``url``
 
 
 def _with_model(url: str, model: str) -> str:
@@ -68,14 +72,21 @@ def provider_config(settings: Settings, provider: str) -> ProviderConfig:
         )
     if provider == "local":
         local_key = settings.local_api_key.get_secret_value()
+        urls = tuple(_with_model(u, settings.local_model) for u in local_upstream_urls(settings))
         return ProviderConfig(
             name="local",
-            url=_with_model(settings.local_realtime_url, settings.local_model),
+            url=urls[0] if urls else "",
+            urls=urls,
             headers={"Authorization": f"Bearer {local_key}"} if local_key else {},
             session=UpstreamSessionConfig(settings.relay_instructions, voice=settings.relay_local_voice),
             connect_timeout_s=timeout,
         )
     raise InvalidRequest(f"unknown provider {provider!r}")
+
+
+def local_upstream_urls(settings: Settings) -> list[str]:
+    """The local voice servers: ``PARLEY_LOCAL_REALTIME_URL`` is one URL or several separated by commas."""
+    return split_urls(settings.local_realtime_url)
 
 
 def health_url(realtime_url: str) -> str:
