@@ -72,14 +72,37 @@ export function openSocket(provider, ticket, hints = {}) {
       resolve(ws);
     };
     ws.onerror = () => {};
-    ws.onclose = (e) => reject(new Refusal(explainRefusedSocket(e.code, provider, hints), { status: e.code }));
+    ws.onclose = (e) => {
+      explainRefusedSocket(e.code, provider, hints).then((text) => reject(new Refusal(text, { status: e.code })));
+    };
   });
 }
 
-function explainRefusedSocket(code, provider, { providers, quota, limits } = {}) {
+// Dependencies /readyz names as not ready, e.g. ["local_voice_server"], or [] when it is ready or unreachable.
+async function notReady() {
+  try {
+    const res = await fetch("/readyz", { cache: "no-store" });
+    if (res.ok) return [];
+    const body = await res.json();
+    return Array.isArray(body.not_ready) ? body.not_ready : [];
+  } catch {
+    return [];
+  }
+}
+
+const VOICE_DEPENDENCIES = ["local_voice_server", "llm"];
+
+// Browsers hide a refused handshake's status and body (close code 1006): name the likely cause. The ticket left
+// unused by the refusal, the relay's readiness says whether a dependency is down.
+async function explainRefusedSocket(code, provider, { providers, quota, limits } = {}) {
   if (providers && !providers.includes(provider)) {
     return `The demo login may only use: ${providers.join(", ")}. Sign in with a token to use “${provider}”.`;
   }
+  const down = await notReady();
+  if (provider === "local" && down.some((name) => VOICE_DEPENDENCIES.includes(name))) {
+    return `The voice provider is unreachable (not ready: ${down.join(", ")}). Retry in a minute.`;
+  }
+  if (down.length) return `The relay is not ready (${down.join(", ")}). Retry in a minute.`;
   const left = quota?.sessions_left_this_hour;
   const per = limits?.sessions_per_hour;
   let guess = "most likely a session limit: too many sessions open at once for this user";
