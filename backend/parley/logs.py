@@ -10,9 +10,12 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 import re
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,6 +71,65 @@ class RedactFilter(logging.Filter):
         return True
 
 
+_UVICORN_WS_403 = '%s - "WebSocket %s" 403'
+# uvicorn's (and websockets', under uvicorn's logger) lines about an answered handshake: where their status is.
+_UVICORN_STATUS_AT = {
+    '%s - "WebSocket %s" %d': 2,
+    "connection rejected (%d %s)": 0,
+    "HTTP response sent (%d %s)": 0,
+}
+
+
+def is_refusal(record: logging.LogRecord) -> bool:
+    """A line about a refused connection or handshake: ours (``extra={"refusal": True}``) or uvicorn's."""
+    if getattr(record, "refusal", False):
+        return True
+    msg = record.msg
+    if not record.name.startswith("uvicorn") or not isinstance(msg, str):
+        return False
+    if msg == _UVICORN_WS_403 or msg.startswith(_REFUSED_HANDSHAKE):
+        return True
+    at, args = _UVICORN_STATUS_AT.get(msg), record.args
+    if at is None or not isinstance(args, tuple) or len(args) <= at:
+        return False
+    status = args[at]
+    return isinstance(status, int) and status >= 400
+
+
+class RefusalRateLimit(logging.Filter):
+    """Anyone can make the relay refuse connections, so refusal lines are rationed: at most ``burst`` per
+    ``interval_s`` (a fixed window); the others are dropped and counted, and the count is added to the next refusal
+    line that is logged (``suppressed=N``). Other lines pass untouched."""
+
+    def __init__(self, burst: int, interval_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst = burst
+        self.interval_s = interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._window_start = -math.inf
+        self._logged = 0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not is_refusal(record):
+            return True
+        with self._lock:
+            now = self.clock()
+            if now - self._window_start >= self.interval_s:
+                self._window_start, self._logged = now, 0
+            if self._logged >= self.burst:
+                self._suppressed += 1
+                return False
+            self._logged += 1
+            suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            record.msg = f"{record.getMessage()} ({suppressed} more refusals not logged)"
+            record.args = None
+            record.suppressed = suppressed
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """Plain lines; the session/user tag appears only when there is one."""
 
@@ -97,6 +159,7 @@ def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactFilter())
+    handler.addFilter(RefusalRateLimit(settings.refusal_log_burst, settings.refusal_log_interval_s))
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:

@@ -231,6 +231,42 @@ class Settings(BaseSettings):
         default=40, ge=0, description="Most conversation items replayed into the new upstream (the newest)."
     )
 
+    # --- relay: the HTTP request head and handshake (parley.relay.handshake) ----------------------------------
+    max_header_bytes: int = Field(
+        default=8192,
+        ge=256,
+        le=8192,
+        description="Longest request line or header line, in bytes with its CRLF; longer gets 414 (request "
+        "line) or 431 (header). At most 8192: the WebSocket handshake parser takes no more.",
+    )
+    max_head_bytes: int = Field(
+        default=32768, ge=1024, description="Largest request head (request line, headers); larger gets 431."
+    )
+    max_headers: int = Field(
+        default=100, ge=1, le=128, description="Most header lines in a request; more gets 431."
+    )
+    handshake_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection's request head must arrive in full within this long; else 408 and closed.",
+    )
+    max_pending_handshakes: int = Field(
+        default=1024,
+        ge=1,
+        description="Connections whose request head has not fully arrived, all clients together; past it a new "
+        "connection gets 503 and is closed at once.",
+    )
+    max_pending_handshakes_per_ip: int = Field(
+        default=32, ge=1, description="The same, per client IP address."
+    )
+    refusal_log_burst: int = Field(
+        default=20,
+        ge=1,
+        description="Log lines about refused connections and handshakes allowed per refusal_log_interval_s; the "
+        "rest are counted and the count is added to the next line logged.",
+    )
+    refusal_log_interval_s: float = Field(default=60.0, gt=0, description="See refusal_log_burst.")
+
     # --- knowledge base (RAG) -------------------------------------------------------------------------------
     rag_enabled: bool = Field(default=True, description="Retrieve and inject context before each answer.")
     kb_dir: str = Field(

@@ -31,6 +31,7 @@ from parley.relay.auth import JWTVerifier
 from parley.relay.context import ContextProvider, NoContext
 from parley.relay.demo import demo_ticket_endpoint
 from parley.relay.endpoint import ticket_endpoint, voice_endpoint
+from parley.relay.handshake import guarded_http_protocol
 from parley.relay.limits.base import Limiter
 from parley.relay.ops import drain, healthz, metrics, readyz
 from parley.relay.state import RelayState
@@ -132,6 +133,7 @@ def relay_server(
         host=host,
         port=port,
         ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),  # the session answers frame_too_large itself
+        http=guarded_http_protocol(settings),  # request heads bounded in size and time (see handshake)
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         log_config=None,
