@@ -70,7 +70,7 @@ async def test_a_dead_pool_member_moves_the_session_and_the_next_turn_is_answere
 
 async def test_an_answer_in_flight_fails_clearly_and_the_next_turn_works() -> None:
     async with (
-        fake_upstream(n_deltas=50, delta_gap_s=0.02) as a,
+        fake_upstream(n_deltas=500, delta_gap_s=0.02) as a,  # 10 s of answer: still playing at the drop
         fake_upstream() as b,
         running_relay(relay_settings(f"{a.url},{b.url}")) as relay,
     ):
