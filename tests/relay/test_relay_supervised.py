@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from openai import AsyncOpenAI
+from relay_fakes import fake_upstream
 from relay_harness import (
     events_until_done,
     local_voice_server,
@@ -131,3 +132,17 @@ async def typed_turn(relay_http: str, text: str) -> list[dict[str, Any]]:
         await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
         await conn.response.create()
         return await events_until_done(conn, within_s=120)
+
+
+async def test_a_pool_is_ready_while_one_local_voice_server_answers_and_names_each() -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/v1/realtime"
+    async with fake_upstream() as live:
+        async with running_relay(relay_settings(f"{dead},{live.url}")) as relay:
+            up = await readyz_until(relay.http, 200)
+        assert up["checks"]["local_voice_server"] == "ok", up
+        members = up["local_voice_servers"]
+        assert members[live.url] == {"local_voice_server": "ok"}
+        assert members[dead]["local_voice_server"].startswith("unreachable"), members
+    async with running_relay(relay_settings(f"{dead},{live.url}")) as relay:
+        down = await readyz_until(relay.http, 503)  # the fake is gone too: none answers
+    assert down["not_ready"] == ["local_voice_server"] and len(down["local_voice_servers"]) == 2, down

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from parley.relay.metrics import CONTENT_TYPE_LATEST
 from parley.relay.state import RelayState
-from parley.relay.upstream import health_url
+from parley.relay.upstream import health_url, local_upstream_urls
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +38,25 @@ async def _check_limiter(state: RelayState) -> str:
         return f"unreachable ({type(exc).__name__})"
 
 
-async def _check_local(state: RelayState) -> dict[str, str]:
+async def _check_local(state: RelayState) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The checks of the local voice server, and for a pool (several ``PARLEY_LOCAL_REALTIME_URL``) each member's by
+    URL. A pool's checks are those of its first member that answers in full (the relay serves local sessions while
+    one does), else those of its first member."""
+    urls = local_upstream_urls(state.settings)
+    if not urls:
+        return {}, {}
+    async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
+        members = await asyncio.gather(*(_check_one_local(client, url) for url in urls))
+    answering = [m for m in members if all(v == "ok" for v in m.values())]
+    return (answering or members)[0], (dict(zip(urls, members, strict=True)) if len(urls) > 1 else {})
+
+
+async def _check_one_local(client: httpx.AsyncClient, realtime_url: str) -> dict[str, str]:
     """``local_voice_server``: its ``/healthz`` answers 200; ``llm``: its LLM server's state, as the local voice
     server reports it in that answer (``checks.llm``; absent when the server does not report one)."""
-    url = health_url(state.settings.local_realtime_url)
+    url = health_url(realtime_url)
     try:
-        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
-            response = await client.get(url)
+        response = await client.get(url)
     except httpx.HTTPError as exc:
         return {"local_voice_server": f"unreachable ({type(exc).__name__}) at {url}"}
     if response.status_code != 200:
@@ -76,24 +87,20 @@ async def _check_context(state: RelayState) -> str:
         return f"failed ({type(exc).__name__})"
 
 
-async def _named(name: str, check: Awaitable[str]) -> dict[str, str]:
-    return {name: await check}
-
-
 async def readyz(request: Request) -> Response:
     """200 when the limiter backend, the knowledge store, the local voice server and its LLM server all answer;
-    else 503. The body names each check and its state."""
+    else 503. The body names each check and its state (and each member of a pool of local voice servers)."""
     state = _state(request)
-    checks = [_named("limiter", _check_limiter(state)), _named("context", _check_context(state))]
-    if state.settings.local_realtime_url:
-        checks.append(_check_local(state))
-    results: dict[str, str] = {}
-    for named in await asyncio.gather(*checks):
-        results.update(named)
+    limiter, context, (local, members) = await asyncio.gather(
+        _check_limiter(state), _check_context(state), _check_local(state)
+    )
+    results = {"limiter": limiter, "context": context, **local}
     if state.draining:
         results["relay"] = "shutting down"
     ready = all(v == "ok" for v in results.values())
     body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": results}
+    if members:
+        body["local_voice_servers"] = members
     if not ready:
         body["not_ready"] = sorted(k for k, v in results.items() if v != "ok")
     return JSONResponse(body, status_code=200 if ready else 503)
