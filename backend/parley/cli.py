@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the relay alone")
     _add_host_port(serve, 8080)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="relay processes sharing the port (SO_REUSEPORT), each with its own event loop; more than 1 needs "
+        "the Redis limiter (PARLEY_REDIS_URL). Default 1",
+    )
+    serve.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's listening socket
 
     local = sub.add_parser("local-server", help="run the local voice server alone (STT -> LLM -> TTS)")
     _add_host_port(local, 8090)
@@ -129,10 +137,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         run_local_server(settings, args.host, args.port)
         return 0
     if args.command == "serve":
-        from parley.relay.app import run_relay
-
-        run_relay(settings, args.host, args.port)
-        return 0
+        return _serve(args, settings)
     if args.command == "up":
         from parley.procs import StartFailed
         from parley.up import run_up
@@ -171,6 +176,30 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         levels = [int(x) for x in args.sessions.split(",") if x.strip()]
         return aio.run(run_relay_bench(settings, levels=levels, seconds=args.seconds, out=args.out))
     raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """``parley serve``: one relay process; or, with ``--workers N``, N of them (``parley.relay.workers``)."""
+    if args.workers > 1 and args.fd is None:
+        from parley.relay.workers import WorkersFailed, serve_workers, workers_refusal
+
+        refusal = workers_refusal(settings, args.workers)
+        if refusal is not None:
+            sys.stderr.write(f"parley serve: {refusal}\n")
+            return 2
+        try:
+            aio.run(serve_workers(settings, args.host, args.port, args.workers))
+        except WorkersFailed as exc:
+            sys.stderr.write(f"parley serve: {exc}\n")
+            return 1
+        return 0
+    import socket
+
+    from parley.relay.app import run_relay
+
+    sock = None if args.fd is None else socket.socket(fileno=args.fd)
+    run_relay(settings, args.host, args.port, sock=sock)
+    return 0
 
 
 if __name__ == "__main__":

@@ -151,7 +151,9 @@ async def serve_relay(
     limiter: Limiter | None = None,
     context: ContextProvider | None = None,
     reraise_signals: bool = True,
+    sock: socket.socket | None = None,
 ) -> None:
+    """The relay on ``host:port``, or on the listening ``sock`` given (a ``--workers`` child)."""
     async with contextlib.AsyncExitStack() as stack:
         if context is None and settings.rag_enabled:
             from parley.rag.retriever import open_retriever
@@ -159,7 +161,9 @@ async def serve_relay(
             retriever = await open_retriever(settings)
             stack.push_async_callback(retriever.aclose)
             context = retriever
-        await _serve(settings, host, port, limiter=limiter, context=context, reraise_signals=reraise_signals)
+        await _serve(
+            settings, host, port, limiter=limiter, context=context, reraise_signals=reraise_signals, sock=sock
+        )
 
 
 async def _serve(
@@ -170,14 +174,18 @@ async def _serve(
     limiter: Limiter | None,
     context: ContextProvider | None,
     reraise_signals: bool,
+    sock: socket.socket | None,
 ) -> None:
     app = create_relay_app(settings, limiter=limiter, context=context)
     server = relay_server(app, host, port, reraise_signals=reraise_signals)
     # uvicorn handles SIGTERM/SIGINT from here (drain first); drop parley.aio's cancel-on-SIGTERM, which would
     # otherwise fire too and cancel the drain.
     asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-    logger.info("relay listening on %s:%d", host, port)
-    await server.serve()
+    if sock is None:
+        logger.info("relay listening on %s:%d", host, port)
+        await server.serve()
+    else:
+        await server.serve(sockets=[sock])
 
 
 def run_relay(
@@ -187,8 +195,9 @@ def run_relay(
     *,
     limiter: Limiter | None = None,
     context: ContextProvider | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """``parley serve``: run the relay until SIGTERM/SIGINT, then drain."""
     from parley import aio
 
-    aio.run(serve_relay(settings, host, port, limiter=limiter, context=context))
+    aio.run(serve_relay(settings, host, port, limiter=limiter, context=context, sock=sock))
