@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--sessions", default="50,100,200", help="comma-separated concurrency levels")
     relay.add_argument("--seconds", type=float, default=10.0, help="seconds of streaming per level")
     relay.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    relay.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="relay worker processes (parley serve --workers N); above 1 they share PARLEY_REDIS_URL, or a "
+        "throw-away redis-server",
+    )
     rag = bench_sub.add_parser(
         "rag", help="knowledge base: retrieval speed, recall, turn latency, grounded answers"
     )
@@ -174,7 +181,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from parley.bench.relay import run_relay_bench
 
         levels = [int(x) for x in args.sessions.split(",") if x.strip()]
-        return aio.run(run_relay_bench(settings, levels=levels, seconds=args.seconds, out=args.out))
+        return aio.run(
+            run_relay_bench(
+                settings, levels=levels, seconds=args.seconds, out=args.out, relay_workers=args.workers
+            )
+        )
     raise AssertionError(args.command)
 
 

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -46,10 +47,12 @@ SATURATED_LATE_MS = 20.0  # ... and so does one whose appends leave this late (p
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def proc_cpu_s(pid: int | None) -> float:
-    """User+system CPU seconds of a process (all its threads); NaN when it cannot be read."""
+def proc_cpu_s(pid: int | Sequence[int] | None) -> float:
+    """User+system CPU seconds of a process (all its threads), or the sum of several; NaN when it cannot be read."""
     if pid is None:
         return math.nan
+    if not isinstance(pid, int):
+        return sum(proc_cpu_s(p) for p in pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -72,7 +75,7 @@ def machine_cpu() -> tuple[float, float]:
 class CpuWatch:
     """CPU% (of one core) of named processes, and the machine's busy share, between ``start`` and ``stop``."""
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    def __init__(self, pids: dict[str, int | Sequence[int] | None]) -> None:
         self.pids = pids
         self._t0 = 0.0
         self._cpu0: dict[str, float] = {}
@@ -123,13 +126,67 @@ async def fast_upstream(log_dir: Path, lifetime_s: float = 3600.0) -> AsyncItera
         yield f"ws://127.0.0.1:{port}/v1/realtime", child
 
 
-def relay_env(upstream_url: str, secret: str) -> dict[str, str]:
+def process_tree(pid: int | None) -> list[int]:
+    """``pid`` and its children (a ``parley serve --workers N`` and its workers)."""
+    if pid is None:
+        return []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(int(c) for c in children)]
+
+
+@contextlib.asynccontextmanager
+async def redis_for_workers(settings: Settings, log_dir: Path) -> AsyncIterator[str]:
+    """The Redis the relay's workers share: ``PARLEY_REDIS_URL``, or a throw-away ``redis-server`` (no persistence)
+    on a free loopback port."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("--workers > 1 needs Redis: set PARLEY_REDIS_URL or install redis-server")
+    port = free_port()
+    with (log_dir / "redis.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(STARTUP_S * 10):
+            while not await _answers_ping(port):
+                if proc.returncode is not None:
+                    raise RuntimeError(f"redis-server exited with code {proc.returncode}")
+                await asyncio.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+async def _answers_ping(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        return (await reader.readline()).startswith(b"+PONG")
+    except OSError:
+        return False
+    finally:
+        writer.close()
+
+
+def relay_env(upstream_url: str, secret: str, redis_url: str = "") -> dict[str, str]:
     """The relay's environment: ours, pointed at the fast upstream, with limits no bench session reaches."""
     env = dict(os.environ)
     env.update(
         PARLEY_JWT_SECRET=secret,
         PARLEY_LOCAL_REALTIME_URL=upstream_url,
-        PARLEY_REDIS_URL="",
+        PARLEY_REDIS_URL=redis_url,
         PARLEY_MAX_CONCURRENT_SESSIONS="100000",
         PARLEY_SESSIONS_PER_HOUR="1000000",
         PARLEY_IDLE_TIMEOUT_S="300",
@@ -139,16 +196,17 @@ def relay_env(upstream_url: str, secret: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def relay_process(
-    upstream_url: str, secret: str, log_dir: Path
+    upstream_url: str, secret: str, log_dir: Path, *, workers: int = 1, redis_url: str = ""
 ) -> AsyncIterator[tuple[str, ChildProcess]]:
-    """Start ``parley serve`` in its own process; yields its /ws/voice URL and the process."""
+    """Start ``parley serve [--workers N]`` in its own process(es); yields its /ws/voice URL and the process."""
     port = free_port()
     argv = [sys.executable, "-m", "parley.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers)]
     child = ChildProcess(
         "relay",
         argv,
         ready_url=f"http://127.0.0.1:{port}/healthz",
-        env=relay_env(upstream_url, secret),
+        env=relay_env(upstream_url, secret, redis_url),
         ready_timeout_s=60.0,
         log_path=log_dir / "relay.log",
     )
@@ -201,7 +259,7 @@ async def measure(
     ramp_s: float | None = None,
     warm_s: float = WARM_S,
     compression: bool = True,
-    watch: dict[str, int | None] | None = None,
+    watch: dict[str, int | Sequence[int] | None] | None = None,
     work_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``len(headers)`` concurrent streaming sessions against ``url``; returns the merged measurements."""
@@ -280,8 +338,11 @@ async def run_relay_bench(
     out: str | Path,
     compression: bool = True,
     workers: int | None = None,
+    relay_workers: int = 1,
 ) -> int:
-    """Measure every level direct and through the relay; write relay.json, relay.png and the doc section."""
+    """Measure every level direct and through the relay; write relay.json, relay.png and the doc section.
+    ``workers``: load-generator processes per level (default: one per 100 sessions); ``relay_workers``: the relay's
+    worker processes (``parley serve --workers N``; above 1 with Redis, see ``redis_for_workers``)."""
     from parley.bench.relay_report import write_report
 
     levels = [n for n in levels if n > 0]
@@ -294,10 +355,15 @@ async def run_relay_bench(
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="parley-bench-relay-") as tmp:
         logs = Path(tmp)
-        async with (
-            fast_upstream(logs) as (up_url, up),
-            relay_process(up_url, secret, logs) as (relay_url, relay),
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            redis_url = ""
+            if relay_workers > 1:
+                redis_url = await stack.enter_async_context(redis_for_workers(settings, logs))
+            up_url, up = await stack.enter_async_context(fast_upstream(logs))
+            relay_url, relay = await stack.enter_async_context(
+                relay_process(up_url, secret, logs, workers=relay_workers, redis_url=redis_url)
+            )
+            relay_pids = process_tree(relay.pid)  # the parent and its workers, once ready
             for n in levels:
                 run: dict[str, Any] = {"sessions": n}
                 for mode, url in (("direct", up_url), ("relay", relay_url)):
@@ -308,7 +374,7 @@ async def run_relay_bench(
                     logger.info("level %d sessions, %s: %.0f s measured", n, mode, seconds)
                     run[mode] = await measure(
                         url, headers, seconds=seconds, workers=workers, compression=compression,
-                        watch={"relay": relay.pid, "upstream": up.pid},
+                        watch={"relay": relay_pids, "upstream": up.pid},
                     )  # fmt: skip
                     _log_run(n, mode, run[mode])
                     if mode == "relay" and (run[mode]["errors"] or run[mode]["sessions_failed"]):
@@ -322,6 +388,7 @@ async def run_relay_bench(
         "connects_per_s": CONNECTS_PER_S,
         "sessions_per_load_generator": SESSIONS_PER_WORKER,
         "client_offers_permessage_deflate": compression,
+        "relay_workers": relay_workers,
     }
     write_report(runs, out, setup=setup)
     ok = all(r[m]["received"] > 0 for r in runs for m in ("direct", "relay"))

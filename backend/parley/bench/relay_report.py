@@ -162,14 +162,20 @@ def _markdown(runs: Sequence[dict[str, Any]], setup: dict[str, Any], folder: str
     deflate = sum(r["relay"].get("sessions_deflate", 0) for r in runs)
     offered = "offers" if setup["client_offers_permessage_deflate"] else "does not offer"
     nworkers = ", ".join(f"{r['sessions']}: {len(r['relay']['cpu_pct']['loadgen'])}" for r in runs)
+    nrelay = setup.get("relay_workers", 1)
+    relay = (
+        "`parley serve`, its own process, in-memory limiter"
+        if nrelay == 1
+        else f"`parley serve --workers {nrelay}`, {nrelay} processes on one port, Redis limiter, CPU summed"
+    )
     return f"""## `parley bench relay`
 
 The latency the relay adds to each audio event, at several levels of concurrent sessions streaming real-time audio
 both ways against a fast scripted upstream. {_verdict(runs)}{_noise(runs)}
 
 **Setup.** One machine with {setup["cores"]} cores ({setup["machine"]}, Python {setup["python"]}) runs everything:
-the fast upstream (`parley.bench.fast_upstream`, websockets + uvloop), the relay under test (`parley serve`, its own
-process, in-memory limiter, one JWT user per session) and the load generator (`parley.bench.relay_load`,
+the fast upstream (`parley.bench.fast_upstream`, websockets + uvloop), the relay under test ({relay}, one JWT user
+per session) and the load generator (`parley.bench.relay_load`,
 websockets + uvloop, its own processes: {setup["sessions_per_load_generator"]} sessions each; processes per level:
 {nworkers}), all over 127.0.0.1. Each session streams PCM16 mono 24 kHz in {setup["chunk_ms"]} ms chunks, i.e.
 {setup["appends_per_s_per_session"]} `input_audio_buffer.append` per second per session (6.4 kB of base64 each),
@@ -192,7 +198,8 @@ Milliseconds unless marked. "lost" = appends in the window whose delta did not c
 {chr(10).join("- " + n for n in notes)}
 
 Plot: `{folder}/relay.png` (RTT p50/p99 direct vs relay, and the added p50/p99 against the target); raw numbers:
-`{folder}/relay.json`. Reproduce on a quiet machine: `parley bench relay --sessions 50,100,200 --seconds 30`.
+`{folder}/relay.json`. Reproduce on a quiet machine: `parley bench relay --sessions 50,100,200 --seconds 30
+--workers {nrelay}`.
 
 ![relay bench]({folder}/relay.png)
 """
