@@ -9,6 +9,11 @@ STAMP := $(VENV)/.parley-installed
 # A prebuilt llama-cpp-python wheel, when the shared cache is beside the repo; without it pip compiles (~5 min).
 WHEELS := $(wildcard ../shared/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
+# make demo TLS=1: HTTPS with a self-signed certificate, listening on every interface so a phone can open it.
+ifeq ($(TLS),1)
+HOST ?= 0.0.0.0
+UP_FLAGS := --tls
+endif
 HOST ?= 127.0.0.1
 PORT ?= 8080
 export HF_HUB_OFFLINE := 1
@@ -16,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 .PHONY: demo test lint setup system-deps clean
 
 demo: $(STAMP)
-	$(BIN)/parley up --host $(HOST) --port $(PORT)
+	$(BIN)/parley up --host $(HOST) --port $(PORT) $(UP_FLAGS)
 
 test: setup lint
 	$(BIN)/pytest -q

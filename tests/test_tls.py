@@ -88,3 +88,29 @@ async def test_a_client_that_trusts_the_certificate_completes_a_tls_handshake(
         assert await reader.readline() == b"hello\n"
         writer.close()
         await writer.wait_closed()
+
+
+def test_parley_up_tls_makes_the_certificate_once_and_refuses_a_bad_pair(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from parley.procs import StartFailed
+    from parley.settings import Settings
+    from parley.up import _tls_update
+
+    settings = Settings(tls_dir=str(tmp_path / "tls"))
+    assert _tls_update(settings, "127.0.0.1", 8443, self_signed=False) == {}
+    with caplog.at_level("INFO", logger="parley.up"):
+        update = _tls_update(settings, "127.0.0.1", 8443, self_signed=True)
+    assert update == {
+        "tls_cert_file": str(tmp_path / "tls" / "parley-cert.pem"),
+        "tls_key_file": str(tmp_path / "tls" / "parley-key.pem"),
+    }
+    assert "SHA-256 fingerprint" in caplog.text and "--host 0.0.0.0" in caplog.text
+    first = Path(str(update["tls_cert_file"])).read_bytes()
+    assert (
+        Path(str(_tls_update(settings, "0.0.0.0", 8443, self_signed=True)["tls_cert_file"])).read_bytes()
+        == first
+    )
+    half = Settings(tls_cert_file=str(update["tls_cert_file"]))
+    with pytest.raises(StartFailed, match="set both"):
+        _tls_update(half, "127.0.0.1", 8443, self_signed=True)

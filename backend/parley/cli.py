@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--local-port", type=int, default=0, help="port of the local voice server (default: free)"
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS/WSS with a self-signed certificate for this machine's names and LAN address (made on "
+        "first start; PARLEY_TLS_CERT_FILE/_KEY_FILE take precedence), so a phone's browser allows the microphone",
+    )
 
     serve = sub.add_parser("serve", help="run the relay alone")
     _add_host_port(serve, 8080)
@@ -78,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--sessions", default="50,100,200", help="comma-separated concurrency levels")
     relay.add_argument("--seconds", type=float, default=10.0, help="seconds of streaming per level")
     relay.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    failover = bench_sub.add_parser("failover", help="time without an answer when a session's upstream dies")
+    failover.add_argument("--kills", type=int, default=20, help="upstream kills (default 20)")
+    failover.add_argument("--out", default="docs/benchmarks", help="where to write the JSON")
     relay.add_argument(
         "--workers",
         type=int,
@@ -150,7 +159,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from parley.up import run_up
 
         try:
-            return aio.run(run_up(settings, args.host, args.port, local_port=args.local_port))
+            return aio.run(run_up(settings, args.host, args.port, local_port=args.local_port, tls=args.tls))
         except StartFailed as exc:
             if exc.detail:
                 logger.error("last output of the process that failed:\n%s", exc.detail)
@@ -178,6 +187,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     models=[x.strip() for x in args.models.split(",") if x.strip()],
                 )
             )
+        if args.bench == "failover":
+            from parley.bench.failover import run_failover_bench
+
+            return aio.run(run_failover_bench(settings, kills=args.kills, out=args.out))
         from parley.bench.relay import run_relay_bench
 
         levels = [int(x) for x in args.sessions.split(",") if x.strip()]
@@ -207,6 +220,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
     from parley.relay.app import run_relay
+    from parley.tls import TLSConfigError, server_files
+
+    try:
+        server_files(settings)
+    except TLSConfigError as exc:
+        sys.stderr.write(f"parley serve: {exc}\n")
+        return 2
 
     sock = None if args.fd is None else socket.socket(fileno=args.fd)
     run_relay(settings, args.host, args.port, sock=sock)

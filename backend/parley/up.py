@@ -21,10 +21,11 @@ import contextlib
 import logging
 import secrets
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from parley.llama_server import LlamaServer
-from parley.procs import ChildProcess, check_port_free, free_port, parley_child_env
+from parley.procs import ChildProcess, StartFailed, check_port_free, free_port, parley_child_env
 from parley.settings import Settings
 from parley.supervise import Supervisor, restart_policy
 
@@ -55,10 +56,30 @@ async def _knowledge_base(settings: Settings) -> Retriever:
     return retriever
 
 
-async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 0) -> int:
+def _tls_update(settings: Settings, host: str, port: int, *, self_signed: bool) -> dict[str, object]:
+    """The relay's TLS settings: the operator's certificate, or (``--tls`` without one) this machine's
+    self-signed one, made on first start; logs how a phone reaches and trusts it. Raises StartFailed early."""
+    from parley.tls import TLSConfigError, ensure_self_signed, machine_names, server_files, trust_hint
+
+    try:
+        given = server_files(settings)
+    except TLSConfigError as exc:
+        raise StartFailed(str(exc)) from None
+    if given is not None or not self_signed:
+        return {}
+    names = machine_names()
+    files = ensure_self_signed(Path(settings.tls_path()), names)
+    logger.info("%s", trust_hint(files, names, port))
+    if host in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("listening on %s only: a phone needs --host 0.0.0.0 (make demo TLS=1 does that)", host)
+    return {"tls_cert_file": str(files.cert), "tls_key_file": str(files.key)}
+
+
+async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 0, tls: bool = False) -> int:
     from parley.relay.app import serve_relay
 
     check_port_free(host, port)
+    tls_update = _tls_update(settings, host, port, self_signed=tls)
     if local_port:
         check_port_free("127.0.0.1", local_port)
     local_port = local_port or free_port()
@@ -75,6 +96,7 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
             "enable_ticket_endpoint": True,
             "demo_user": settings.demo_user or "demo",
             "redis_url": "",  # the demo is one process: in-memory limits and tickets
+            **tls_update,
         }
         if not settings.jwt_secret.get_secret_value():
             from pydantic import SecretStr
@@ -86,7 +108,8 @@ async def run_up(settings: Settings, host: str, port: int, *, local_port: int = 
         if settings.rag_enabled:
             context = await _knowledge_base(settings)
             stack.push_async_callback(context.aclose)
-        logger.info("Parley is up: open http://%s:%d/", host, port)
+        scheme = "https" if relay_settings.tls_cert_file else "http"
+        logger.info("Parley is up: open %s://%s:%d/", scheme, host, port)
         # SIGTERM/SIGINT end serve_relay (after the relay's drain); the exit stack then stops the children.
         await serve_relay(relay_settings, host, port, context=context, reraise_signals=False)
         logger.info("relay stopped; stopping the local voice server and the LLM server")

@@ -37,6 +37,7 @@ from parley.relay.ops import drain, healthz, metrics, readyz
 from parley.relay.state import RelayState
 from parley.relay.upstream import ProviderConfig, Upstream, WebSocketUpstream
 from parley.settings import Settings
+from parley.tls import server_files
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ def relay_server(
 ) -> RelayServer:
     state: RelayState = app.state.relay
     settings = state.settings
+    tls = server_files(settings)
+    if tls is not None:  # HTTPS and WSS: phones give pages the microphone only over https
+        config = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key), **config}
     uv_config = uvicorn.Config(
         app,
         host=host,
@@ -182,7 +186,8 @@ async def _serve(
     # otherwise fire too and cancel the drain.
     asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
     if sock is None:
-        logger.info("relay listening on %s:%d", host, port)
+        scheme = "https" if settings.tls_cert_file else "http"
+        logger.info("relay listening on %s://%s:%d", scheme, host, port)
         await server.serve()
     else:
         await server.serve(sockets=[sock])
