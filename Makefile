@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
+NODE_STAMP := tests/e2e/node/node_modules/.parley-installed
 # A prebuilt llama-cpp-python wheel, when the shared cache is beside the repo; without it pip compiles (~5 min).
 WHEELS := $(wildcard ../shared/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
@@ -31,7 +32,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check backend tests
 	$(BIN)/mypy
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(NODE_STAMP)
+
+# The Node openai SDK, a real client of the tests (tests/e2e/test_node_sdk.py), pinned by its package-lock.json.
+$(NODE_STAMP): tests/e2e/node/package-lock.json
+	npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 # Redis (for the Redis limiter tests) and Chromium (for the browser test) from Debian, when missing. Only the tests
 # need them: the demo runs with in-memory limits.
@@ -51,4 +57,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/e2e/node/node_modules

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -160,8 +161,10 @@ class ChildProcess:
         ready_timeout_s: float = 120.0,
         stop_timeout_s: float = 10.0,
         log_path: str | Path | None = None,
+        ready_verify: ssl.SSLContext | bool = True,  # an https ready_url's trust (e.g. a self-signed certificate)
     ) -> None:
         self.name = name
+        self.ready_verify = ready_verify
         self.argv = list(argv)
         self.ready_url = ready_url
         self.env = dict(env) if env is not None else parley_child_env()
@@ -212,7 +215,7 @@ class ChildProcess:
     async def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self.ready_timeout_s
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, verify=self.ready_verify) as client:
             while True:
                 if self._proc.returncode is not None:
                     raise ChildFailed(
