@@ -24,7 +24,7 @@ from typing import Any
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 
 from parley.errors import LLMUnavailable, STTFailed
-from parley.local.engines import Engines, VadEvent, VadParams
+from parley.local.engines import NO_TOOLS, Engines, LLMChunk, Message, Tooling, VadEvent, VadParams
 from parley.local.session import LocalSession
 from parley.realtime.audio import BYTES_PER_MS
 from parley.settings import Settings
@@ -87,7 +87,7 @@ class EnergyVad:
 class ScriptedLLM:
     def __init__(
         self,
-        deltas: Sequence[str] = ("Hello there, ", "my friend. ", "This is ", "a test."),
+        deltas: Sequence[LLMChunk] = ("Hello there, ", "my friend. ", "This is ", "a test."),
         delay_s: float = 0.0,
     ) -> None:
         self.deltas = list(deltas)
@@ -95,23 +95,26 @@ class ScriptedLLM:
         self.down = False
         self.gate: asyncio.Event | None = None
         self.changed = asyncio.Event()
-        self.calls: list[list[dict[str, str]]] = []
+        self.calls: list[list[Message]] = []
         self.complete: list[bool] = []  # per request: all its deltas were read
         self.max_tokens: list[int | None] = []
+        self.tooling: list[Tooling] = []
         self.yielded = 0
         self.closed = 0
 
     async def stream(
         self,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+        tooling: Tooling = NO_TOOLS,
+    ) -> AsyncIterator[LLMChunk]:
         call = len(self.calls)
         self.calls.append(messages)
         self.complete.append(False)
         self.max_tokens.append(max_tokens)
+        self.tooling.append(tooling)
         self.changed.set()
         if self.down:
             raise LLMUnavailable("LLM server at http://127.0.0.1:9/v1 is unreachable (connection refused)")
@@ -132,8 +135,11 @@ class ScriptedLLM:
 
 
 class WordTTS:
+    """100 ms of audio per word at speed 1 (``100 / speed`` ms at another speed)."""
+
     def __init__(self) -> None:
         self.spoken: list[str] = []
+        self.speeds: list[float] = []
         self.stopped = 0
         self.finished = 0
         self.delay_s = 0.0
@@ -141,9 +147,10 @@ class WordTTS:
     def voices(self) -> list[str]:
         return ["en_US-joe-medium"]
 
-    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
         self.spoken.append(text)
-        total = 100 * len(text.split()) * BYTES_PER_MS
+        self.speeds.append(speed)
+        total = round(100 / speed) * len(text.split()) * BYTES_PER_MS
         try:
             for off in range(0, total, 50 * BYTES_PER_MS):
                 if self.delay_s:
@@ -156,6 +163,8 @@ class WordTTS:
 
 
 class FakeSTT:
+    model_name = "fake-stt"
+
     def __init__(self, text: str = "What is the capital of France?") -> None:
         self.text = text
         self.fail = False

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from parley.errors import LLMUnavailable
+from parley.local.engines import LLMEnd, ToolCallDelta, Tooling
 from parley.local.llm import OpenAIChatLLM
 from parley.settings import Settings
 
@@ -34,8 +35,14 @@ def make_llm(handler: Callable[[httpx.Request], httpx.Response], **settings: obj
 
 
 async def collect(llm: OpenAIChatLLM, **kw: object) -> str:
+    chunks = await collect_all(llm, **kw)
+    assert isinstance(chunks[-1], LLMEnd)
+    return "".join(c for c in chunks if isinstance(c, str))
+
+
+async def collect_all(llm: OpenAIChatLLM, **kw: object) -> list[object]:
     try:
-        return "".join([d async for d in llm.stream(MESSAGES, **kw)])  # type: ignore[arg-type]
+        return [d async for d in llm.stream(MESSAGES, **kw)]  # type: ignore[arg-type]
     finally:
         await llm.aclose()
 
@@ -53,7 +60,61 @@ async def test_streams_deltas_and_sends_the_openai_request() -> None:
     assert str(request.url) == f"{BASE}/chat/completions"
     assert request.headers["authorization"] == "Bearer k1"
     body = json.loads(request.content)
-    assert body == {"model": "m1", "messages": MESSAGES, "stream": True, "max_tokens": 7, "temperature": 0.1}
+    assert body == {
+        "model": "m1",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 7,
+        "temperature": 0.1,
+    }
+
+
+def tool_piece(index: int, args: str, call_id: str | None = None, name: str | None = None) -> dict:
+    fn = {"arguments": args, **({"name": name} if name else {})}
+    call = {"index": index, "type": "function", "function": fn, **({"id": call_id} if call_id else {})}
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+
+
+async def test_tool_calls_and_usage_are_streamed_and_tools_sent() -> None:
+    seen: list[dict] = []
+    usage = {"prompt_tokens": 42, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 30}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        body = sse(
+            tool_piece(0, "", "call_1", "get_weather"),
+            tool_piece(0, '{"city": '),
+            tool_piece(0, '"Paris"}', "call_1", "get_weather"),  # llama.cpp repeats id and name
+            tool_piece(1, "{}", "call_2", "now"),
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+            {"choices": [], "usage": usage},
+            "[DONE]",
+        )
+        return httpx.Response(200, content=body)
+
+    tools = ({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},)
+    chunks = await collect_all(make_llm(handler), tooling=Tooling(tools, "auto"))
+    assert seen[0]["tools"] == list(tools) and seen[0]["tool_choice"] == "auto"
+    assert chunks == [
+        ToolCallDelta(0, "call_1", "get_weather", ""),
+        ToolCallDelta(0, None, None, '{"city": '),
+        ToolCallDelta(0, "call_1", "get_weather", '"Paris"}'),
+        ToolCallDelta(1, "call_2", "now", "{}"),
+        LLMEnd("tool_calls", input_tokens=42, output_tokens=9, cached_tokens=30),
+    ]
+
+
+async def test_without_tools_none_are_sent_and_missing_usage_is_none() -> None:
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, content=sse(delta("Hi", "length"), "[DONE]"))
+
+    chunks = await collect_all(make_llm(handler))
+    assert "tools" not in seen[0] and "tool_choice" not in seen[0]
+    assert chunks == ["Hi", LLMEnd("length")]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ WORDS = QUESTION[-1]["content"]
 
 
 def plan(messages: list[dict[str, str]] = QUESTION, max_tokens: int = 64, audio: bool = True) -> Plan:
-    return Plan(tuple((m["role"], m["content"]) for m in messages), max_tokens, audio, None)
+    return Plan.build(messages, max_tokens, audio, None)
 
 
 @contextlib.asynccontextmanager

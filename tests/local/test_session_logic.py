@@ -88,10 +88,7 @@ async def test_session_created_defaults_and_update_merge() -> None:
         )["session"]
         assert s["audio"]["input"]["transcription"]["language"] == "de"
         assert s["instructions"] == "Be brief."  # absent = unchanged
-        s = (
-            await h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}})
-        )["session"]
-        assert s["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        assert s["audio"]["input"]["transcription"]["model"] == "fake-stt"  # the model that transcribes
         s = (
             await h.update(
                 audio={"input": {"turn_detection": None}}, output_modalities=["text"], max_output_tokens=50

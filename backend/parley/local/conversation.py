@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from parley.errors import InvalidRequest
+from parley.local.engines import Message
 from parley.realtime.audio import BYTES_PER_MS, b64_to_pcm
-from parley.realtime.events import MessageItem
+from parley.realtime.events import FunctionCallItem, FunctionCallOutputItem, MessageItem
 from parley.realtime.ids import new_id
 
 Role = Literal["system", "user", "assistant"]
+Kind = Literal["text", "audio", "function_call", "function_call_output"]
 
 
 @dataclass(slots=True)
@@ -30,15 +32,18 @@ class Segment:
 class Item:
     id: str
     role: Role
-    kind: Literal["text", "audio"]
+    kind: Kind
     text: str = ""
-    """User/system text, or the assistant's full generated text."""
+    """User/system text, the assistant's full generated text, a function call's arguments or its output."""
     transcript: str | None = None
     """User audio: the transcript once known (None while pending). Unused for other items."""
     status: Literal["completed", "incomplete", "in_progress"] = "completed"
     segments: list[Segment] = field(default_factory=list)
     audio_ms: int = 0
     truncated_ms: int | None = None
+    call_id: str = ""
+    name: str = ""
+    """Function calls: the function's name."""
 
     def kept_text(self) -> str:
         """The assistant text the user actually got: all of it, or what was heard before a truncation."""
@@ -52,6 +57,11 @@ class Item:
         return self.kept_text()
 
     def to_wire(self) -> dict[str, Any]:
+        head = {"id": self.id, "object": "realtime.item", "type": self.kind, "status": self.status}
+        if self.kind == "function_call":
+            return {**head, "call_id": self.call_id, "name": self.name, "arguments": self.text}
+        if self.kind == "function_call_output":
+            return {**head, "call_id": self.call_id, "output": self.text}
         part: dict[str, Any]
         if self.role == "assistant":
             part = (
@@ -63,14 +73,7 @@ class Item:
             part = {"type": "input_audio", "transcript": self.transcript}
         else:
             part = {"type": "input_text", "text": self.text}
-        return {
-            "id": self.id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": self.status,
-            "role": self.role,
-            "content": [part],
-        }
+        return {**head, "type": "message", "role": self.role, "content": [part]}
 
 
 def heard_text(segments: list[Segment], cut_ms: int) -> str:
@@ -149,24 +152,48 @@ class Conversation:
         items: list[Item] | None = None,
         *,
         pending: Mapping[str, str] | None = None,
-    ) -> list[dict[str, str]]:
+    ) -> list[Message]:
         """Chat messages for the LLM: the instructions, then each item's text (user audio by its transcript,
         assistant audio by the text the user heard). Empty texts are left out. ``pending`` stands in a text for
-        items by id (a committed user turn whose transcript is not final yet), in their place."""
-        messages = [{"role": "system", "content": instructions}] if instructions else []
+        items by id (a committed user turn whose transcript is not final yet), in their place. Function calls join
+        the assistant message before them (or make one) as ``tool_calls``; their outputs are ``tool`` messages."""
+        messages: list[Message] = [{"role": "system", "content": instructions}] if instructions else []
         for item in self._items if items is None else items:
+            if item.kind == "function_call":
+                call = {
+                    "id": item.call_id,
+                    "type": "function",
+                    "function": {"name": item.name, "arguments": item.text},
+                }
+                last = messages[-1] if messages else None
+                if last is not None and last["role"] == "assistant":
+                    last.setdefault("tool_calls", []).append(call)
+                else:
+                    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                continue
+            if item.kind == "function_call_output":
+                messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})
+                continue
             text = (pending[item.id] if pending and item.id in pending else item.llm_text()).strip()
             if text:
                 messages.append({"role": item.role, "content": text})
         return messages
 
 
-def new_item(role: Role, kind: Literal["text", "audio"], *, item_id: str | None = None, **kw: Any) -> Item:
+def new_item(role: Role, kind: Kind, *, item_id: str | None = None, **kw: Any) -> Item:
     return Item(id=item_id or new_id("item"), role=role, kind=kind, **kw)
 
 
-def item_from_wire(m: MessageItem, param: str) -> tuple[Item, bytes | None]:
-    """A conversation item from a client ``message``; also the audio to transcribe when it carries audio only."""
+def item_from_wire(
+    m: MessageItem | FunctionCallItem | FunctionCallOutputItem, param: str
+) -> tuple[Item, bytes | None]:
+    """A conversation item from a client item; also the audio to transcribe when a message carries audio only."""
+    if isinstance(m, FunctionCallItem):
+        call = new_item("assistant", "function_call", item_id=m.id, text=m.arguments, name=m.name)
+        call.call_id = m.call_id or new_id("call")
+        return call, None
+    if isinstance(m, FunctionCallOutputItem):
+        return new_item("user", "function_call_output", item_id=m.id, text=m.output, call_id=m.call_id), None
     allowed = {
         "system": {"input_text", "text"},
         "user": {"input_text", "text", "input_audio"},

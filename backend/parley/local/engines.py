@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+Message = dict[str, Any]
+"""One chat-completions message: ``{"role", "content"}``, an assistant's ``tool_calls``, or a ``tool`` result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,11 @@ class VadFactory(Protocol):
 
 
 class SpeechToText(Protocol):
+    @property
+    def model_name(self) -> str:
+        """The model that transcribes (echoed as the session's ``transcription.model``)."""
+        ...
+
     async def transcribe(self, pcm: bytes, *, language: str | None = None, prompt: str | None = None) -> str:
         """Transcribe a whole utterance. Raises ``parley.errors.STTFailed``."""
         ...
@@ -47,20 +55,59 @@ class SpeechToText(Protocol):
 class TextToSpeech(Protocol):
     def voices(self) -> Sequence[str]: ...
 
-    def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
-        """Stream PCM16 24 kHz chunks for ``text`` as they are made. Raises ``parley.errors.TTSFailed``."""
+    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
+        """Stream PCM16 24 kHz chunks for ``text`` as they are made, spoken ``speed`` times as fast as normal.
+        Raises ``parley.errors.TTSFailed``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call. ``index`` tells calls apart; ``call_id`` and ``name`` come with its first
+    piece (some servers repeat them in every piece), ``arguments`` is the next slice of its JSON text."""
+
+    index: int
+    call_id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class LLMEnd:
+    """The last item of a stream: why it ended, and the token usage the server reported (None: not reported)."""
+
+    finish_reason: str | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+LLMChunk = str | ToolCallDelta | LLMEnd
+"""Text deltas are plain ``str``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tooling:
+    """The tools offered to the LLM for one request, in chat-completions shape (``tools`` empty: none)."""
+
+    tools: tuple[Message, ...] = ()
+    tool_choice: str | Message = "auto"
+
+
+NO_TOOLS = Tooling()
 
 
 class ChatLLM(Protocol):
     def stream(
         self,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
-        """Stream text deltas from an OpenAI-compatible chat-completions server.
+        tooling: Tooling = NO_TOOLS,
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream text deltas, tool-call pieces and a final ``LLMEnd`` from an OpenAI-compatible chat-completions
+        server.
 
         Raises ``parley.errors.LLMUnavailable`` when the server cannot be reached or fails."""
         ...

@@ -1,7 +1,9 @@
 """Streaming chat completions from any OpenAI-compatible server (vLLM, llama.cpp's server, ...).
 
-``OpenAIChatLLM.stream`` POSTs ``{llm_base_url}/chat/completions`` with ``stream=true`` and yields the text deltas
-of the server-sent events. Every failure (refused connection, timeout, HTTP error status, broken or malformed
+``OpenAIChatLLM.stream`` POSTs ``{llm_base_url}/chat/completions`` with ``stream=true`` (and the request's tools)
+and yields what the server-sent events carry: text deltas (``str``), tool-call pieces (``ToolCallDelta``) and, last,
+``LLMEnd`` with the finish reason and the token usage the server reports (``stream_options.include_usage``: vLLM
+sends it; llama-cpp-python's server does not, and its counts are then None). Every failure (refused connection, timeout, HTTP error status, broken or malformed
 stream) becomes ``LLMUnavailable`` with a message a user can read. Nothing is retried here: the next call simply
 tries again, so the local server recovers by itself once the LLM server is back.
 
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 
 from parley.errors import LLMUnavailable
+from parley.local.engines import NO_TOOLS, LLMChunk, LLMEnd, Message, ToolCallDelta, Tooling
 from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -81,38 +84,46 @@ class OpenAIChatLLM:
 
     async def stream(
         self,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+        tooling: Tooling = NO_TOOLS,
+    ) -> AsyncIterator[LLMChunk]:
         s = self._settings
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "stream": True,
+            "stream_options": {"include_usage": True},
             "max_tokens": max_tokens if max_tokens is not None else s.llm_max_tokens,
             "temperature": temperature if temperature is not None else s.llm_temperature,
         }
+        if tooling.tools:
+            body["tools"] = list(tooling.tools)
+            body["tool_choice"] = tooling.tool_choice
         url = f"{self.base_url}/chat/completions"
         try:
             async with self._client.stream("POST", url, json=body) as resp:
                 if resp.status_code != 200:
                     detail = (await resp.aread()).decode("utf-8", "replace")[:_ERROR_BODY_CHARS].strip()
                     raise self._fail(f"answered HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
-                async for delta in self._parse(resp):
-                    yield delta
+                async for chunk in self._parse(resp):
+                    yield chunk
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
 
-    async def _parse(self, resp: httpx.Response) -> AsyncIterator[str]:
-        finished = False
+    async def _parse(self, resp: httpx.Response) -> AsyncIterator[LLMChunk]:
+        finish: str | None = None
+        done = False
+        usage: dict[str, Any] | None = None
         async for line in resp.aiter_lines():
             if not line.startswith("data:"):
                 continue  # blank separators, comments (": ping"), "event:" lines
             data = line[5:].strip()
             if data == "[DONE]":
-                return
+                done = True
+                break
             try:
                 event = json.loads(data)
             except json.JSONDecodeError as exc:
@@ -123,14 +134,44 @@ class OpenAIChatLLM:
                 err = event["error"]
                 message = err.get("message", err) if isinstance(err, dict) else err
                 raise self._fail(f"failed: {message}")
+            if isinstance(event.get("usage"), dict):
+                usage = event["usage"]  # the last chunk with include_usage (its choices are empty)
             for choice in event.get("choices") or []:
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    yield delta
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    yield delta["content"]
+                for call in delta.get("tool_calls") or []:
+                    yield _tool_call_delta(call)
                 if choice.get("finish_reason"):
-                    finished = True
-        if not finished:
+                    finish = choice["finish_reason"]
+        if finish is None and not done:
             raise self._fail("ended the stream before the answer was complete")
+        yield _end(finish, usage)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
+    fn = call.get("function") or {}
+    index = call.get("index")
+    return ToolCallDelta(
+        index=index if isinstance(index, int) else 0,
+        call_id=call.get("id") or None,
+        name=fn.get("name") or None,
+        arguments=fn.get("arguments") or "",
+    )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _end(finish: str | None, usage: dict[str, Any] | None) -> LLMEnd:
+    if usage is None:
+        return LLMEnd(finish)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return LLMEnd(
+        finish, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached)
+    )

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from parley.local.engines import ChatLLM, Engines, TextToSpeech
+from parley.local.engines import NO_TOOLS, ChatLLM, Engines, LLMChunk, Message, TextToSpeech, Tooling
 from parley.local.phrases import PhraseSplitter
 from parley.local.responder import closing_stream
 from parley.local.response_run import ResponseSpec
@@ -46,18 +47,34 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
 class Plan:
     """What a response sends to the engines. Equal plans make equal requests, so one's output serves the other."""
 
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[str, ...]  # each message as canonical JSON
     max_tokens: int
     audio: bool
     tts_voice: str | None
+    tooling: Tooling = NO_TOOLS
+    speed: float = 1.0
 
     @classmethod
-    def of(cls, spec: ResponseSpec, messages: Sequence[dict[str, str]]) -> Plan:
-        msgs = tuple((m["role"], m["content"]) for m in messages)
-        return cls(msgs, spec.max_tokens, spec.audio, spec.tts_voice)
+    def of(cls, spec: ResponseSpec, messages: Sequence[Message]) -> Plan:
+        return cls.build(
+            messages, spec.max_tokens, spec.audio, spec.tts_voice, spec.tools.tooling(), spec.speed
+        )
 
-    def llm_messages(self) -> list[dict[str, str]]:
-        return [{"role": role, "content": content} for role, content in self.messages]
+    @classmethod
+    def build(
+        cls,
+        messages: Sequence[Message],
+        max_tokens: int,
+        audio: bool,
+        tts_voice: str | None,
+        tooling: Tooling = NO_TOOLS,
+        speed: float = 1.0,
+    ) -> Plan:
+        msgs = tuple(json.dumps(m, sort_keys=True) for m in messages)
+        return cls(msgs, max_tokens, audio, tts_voice, tooling, speed)
+
+    def llm_messages(self) -> list[Message]:
+        return [json.loads(m) for m in self.messages]
 
 
 class _Channel(Generic[T]):
@@ -111,7 +128,7 @@ class Speculation:
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
         self._engines = engines
-        self._deltas: _Channel[str] = _Channel(max(plan.max_tokens, 1))
+        self._deltas: _Channel[LLMChunk] = _Channel(max(plan.max_tokens, 1) + 1)  # + the stream's end
         self._audio: _Channel[bytes] = _Channel(AUDIO_CHUNKS)
         self._phrase_known = asyncio.Event()
 
@@ -139,10 +156,11 @@ class Speculation:
 
     async def _read_llm(self) -> None:
         splitter = PhraseSplitter() if self.plan.audio else None
-        llm = self._engines.llm.stream(self.plan.llm_messages(), max_tokens=self.plan.max_tokens)
+        plan = self.plan
+        llm = self._engines.llm.stream(plan.llm_messages(), max_tokens=plan.max_tokens, tooling=plan.tooling)
         async with closing_stream(llm) as deltas:
             async for delta in deltas:
-                if splitter is not None and not self._phrase_known.is_set():
+                if splitter is not None and isinstance(delta, str) and not self._phrase_known.is_set():
                     self._found_phrase(splitter.feed(delta))  # before the delta is visible to the adopter
                 await self._deltas.put(delta)
         if splitter is not None:
@@ -158,13 +176,15 @@ class Speculation:
     async def _speak_first(self) -> None:
         await self._phrase_known.wait()
         if self.first_phrase is not None:
-            tts = self._engines.tts.synthesize(self.first_phrase, voice=self.plan.tts_voice)
+            tts = self._engines.tts.synthesize(
+                self.first_phrase, voice=self.plan.tts_voice, speed=self.plan.speed
+            )
             async with closing_stream(tts) as chunks:
                 async for pcm in chunks:
                     await self._audio.put(pcm)
         self._audio.close()
 
-    async def deltas(self) -> AsyncIterator[str]:
+    async def deltas(self) -> AsyncIterator[LLMChunk]:
         """The LLM stream for the adopter: buffered deltas, then live ones. Stopping early stops the speculation."""
         finished = False
         try:
@@ -192,16 +212,18 @@ class _AdoptedLLM:
 
     def stream(
         self,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+        tooling: Tooling = NO_TOOLS,
+    ) -> AsyncIterator[LLMChunk]:
         plan = self._spec.plan
-        if not self._used and messages == plan.llm_messages() and max_tokens == plan.max_tokens:
+        same = messages == plan.llm_messages() and max_tokens == plan.max_tokens and tooling == plan.tooling
+        if not self._used and same:
             self._used = True
             return self._spec.deltas()
-        return self._real.stream(messages, max_tokens=max_tokens, temperature=temperature)
+        return self._real.stream(messages, max_tokens=max_tokens, temperature=temperature, tooling=tooling)
 
 
 class _AdoptedTTS:
@@ -211,12 +233,13 @@ class _AdoptedTTS:
     def voices(self) -> Sequence[str]:
         return self._real.voices()
 
-    def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
         spec = self._spec
-        if not self._used and text == spec.first_phrase and voice == spec.plan.tts_voice:
+        plan = spec.plan
+        if not self._used and text == spec.first_phrase and voice == plan.tts_voice and speed == plan.speed:
             self._used = True
             return spec.first_audio()
-        return self._real.synthesize(text, voice=voice)
+        return self._real.synthesize(text, voice=voice, speed=speed)
 
 
 def adopted_engines(spec: Speculation, engines: Engines) -> Engines:

@@ -1,4 +1,5 @@
 """The generation pipeline of one response: LLM deltas -> phrases -> TTS audio, streamed into ``ResponseRun``.
+Tool-call pieces and the stream's end (usage) go to the run as they come; only text is spoken.
 
 Audio mode runs two steps at once inside the response's task: the LLM reader cuts the stream into phrases and puts
 them on a small bounded queue (``PHRASE_QUEUE`` phrases; when full, the reader waits — the LLM server keeps
@@ -16,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from parley.local.engines import Engines
+from parley.local.engines import Engines, LLMChunk, Message, ToolCallDelta
 from parley.local.phrases import PhraseSplitter
 from parley.local.response_run import ResponseRun
 
@@ -43,27 +44,30 @@ async def closing_stream(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterato
 
 
 async def generate(
-    run: ResponseRun, messages: list[dict[str, str]], engines: Engines, emit: Emit, marks: dict[str, float]
+    run: ResponseRun, messages: list[Message], engines: Engines, emit: Emit, marks: dict[str, float]
 ) -> bool:
     """Stream the answer into ``run``. Returns True when the LLM hit the token cap (the answer is incomplete).
     ``marks`` receives monotonic times: ``llm_first_token``, ``first_audio``."""
-    if not run.spec.audio:
-        async with closing_stream(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
-            async for delta in deltas:
+    spec = run.spec
+    llm = engines.llm.stream(messages, max_tokens=spec.max_tokens, tooling=spec.tools.tooling())
+    if not spec.audio:
+        async with closing_stream(llm) as chunks:
+            async for chunk in chunks:
                 marks.setdefault("llm_first_token", time.monotonic())
-                await emit(run.llm_delta(delta))
-        return run.output_tokens >= run.spec.max_tokens
+                await emit(_take(run, chunk))
+        return run.hit_token_cap()
 
     phrases: asyncio.Queue[str | None] = asyncio.Queue(maxsize=PHRASE_QUEUE)
 
     async def read_llm() -> None:
         splitter = PhraseSplitter()
-        async with closing_stream(engines.llm.stream(messages, max_tokens=run.spec.max_tokens)) as deltas:
-            async for delta in deltas:
+        async with closing_stream(llm) as chunks:
+            async for chunk in chunks:
                 marks.setdefault("llm_first_token", time.monotonic())
-                run.llm_delta(delta)
-                for phrase in splitter.feed(delta):
-                    await phrases.put(phrase)
+                await emit(_take(run, chunk))
+                if isinstance(chunk, str):
+                    for phrase in splitter.feed(chunk):
+                        await phrases.put(phrase)
         for phrase in splitter.flush():
             await phrases.put(phrase)
         await phrases.put(None)
@@ -72,7 +76,7 @@ async def generate(
         while (phrase := await phrases.get()) is not None:
             logger.debug("phrase at +%.0f ms: %r", _since(marks), phrase)
             run.begin_phrase(phrase)
-            tts = engines.tts.synthesize(phrase, voice=run.spec.tts_voice)
+            tts = engines.tts.synthesize(phrase, voice=spec.tts_voice, speed=spec.speed)
             async with closing_stream(tts) as chunks:
                 async for pcm in chunks:
                     if "first_audio" not in marks:
@@ -87,4 +91,14 @@ async def generate(
             tg.create_task(speak())
     except BaseExceptionGroup as group:  # surface the first failure (LLMUnavailable, TTSFailed) as itself
         raise group.exceptions[0] from None
-    return run.output_tokens >= run.spec.max_tokens
+    return run.hit_token_cap()
+
+
+def _take(run: ResponseRun, chunk: LLMChunk) -> list[Event]:
+    """One item of the LLM stream into the run: the events it makes now."""
+    if isinstance(chunk, str):
+        return run.llm_delta(chunk)
+    if isinstance(chunk, ToolCallDelta):
+        return run.tool_delta(chunk)
+    run.llm_end(chunk)
+    return []

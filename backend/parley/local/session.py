@@ -80,6 +80,7 @@ class LocalSession:
             llm_max_tokens=settings.llm_max_tokens,
             language=settings.stt_language,
             model=model,
+            stt_model=engines.stt.model_name,
         )
         self._out: asyncio.Queue[Event] = asyncio.Queue(maxsize=settings.outbound_queue_size)
         self._tg: asyncio.TaskGroup | None = None
@@ -298,6 +299,15 @@ class LocalSession:
         status: Status = "completed"
         reason: str | None = None
         failure: ParleyError | None = None
+        audio_seen = False
+
+        async def emit(events: list[Event]) -> None:
+            nonlocal audio_seen
+            if not audio_seen and run.item.audio_ms:
+                audio_seen = True
+                self.state.response_audio_started(spec.id)  # the idle timeout counts from its end
+            await self._emit(events)
+
         try:
             await self._emit(run.start())
             await self._await_transcripts(spec)
@@ -309,7 +319,7 @@ class LocalSession:
                 engines = adopted_engines(adopted, engines)
                 marks["preemptive_start"] = adopted.started
             try:
-                if await generate(run, messages, engines, self._emit, marks):
+                if await generate(run, messages, engines, emit, marks):
                     status, reason = "incomplete", "max_output_tokens"
             finally:
                 if adopted is not None:
@@ -327,7 +337,7 @@ class LocalSession:
         except Exception as exc:
             logger.exception("response %s failed", spec.id)
             status, failure = "failed", ParleyError(f"internal error: {type(exc).__name__}")
-        self.state.response_finished(spec.id)
+        self.state.response_finished(spec.id, run.item.audio_ms)
         if self._response is active:
             self._response = None
         closing = run.finish(status, reason=reason, error=failure)

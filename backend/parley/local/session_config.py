@@ -1,7 +1,15 @@
 """The effective configuration of one local voice session: OpenAI-like defaults, ``session.update`` merging with
 validation, and the full GA ``session`` object sent in ``session.created`` / ``session.updated``.
 
-Pure data: no I/O. ``apply_update`` either returns a new config or raises ``InvalidRequest`` (nothing changes).
+Pure data: no I/O. ``apply_update`` either returns a new config or raises ``InvalidRequest`` (nothing changes, as
+the GA API does with an update it refuses).
+
+Honest echoes: the session object says what this server does, never what it was asked for and does not do.
+Refused with ``invalid_value`` (the update is not applied): ``semantic_vad`` (no end-of-turn model here: use
+``server_vad``), a non-null ``noise_reduction`` (no denoiser), a stored ``prompt``, ``include`` entries,
+``truncation`` by retention ratio, non-function (MCP) tools. Echoed as what applies: ``transcription.model`` is the
+model that transcribes whatever name was asked for; ``tracing`` is null (nothing is traced to OpenAI);
+``truncation`` is ``"disabled"`` (the conversation is never cut; "auto" is accepted and echoed so).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any, Literal
 
 from parley.errors import InvalidRequest
 from parley.local.engines import VadParams
+from parley.local.tools import Tools, update_tools
 from parley.realtime.audio import WIRE_RATE
 from parley.realtime.events import AudioFormat, SessionPatch, VoiceId
 
@@ -63,6 +72,7 @@ class SessionConfig:
     voice: str = "alloy"
     speed: float = 1.0
     model: str = "parley-local"
+    tools: Tools = field(default_factory=Tools)
 
     @property
     def audio_out(self) -> bool:
@@ -87,18 +97,20 @@ class SessionConfig:
                 },
                 "output": {"format": pcm, "voice": self.voice, "speed": self.speed},
             },
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": self.tools.wire_tools(),
+            "tool_choice": self.tools.wire_choice(),
             "max_output_tokens": self.max_output_tokens,
             "tracing": None,
-            "truncation": "auto",
+            "truncation": "disabled",
             "prompt": None,
             "include": None,
         }
 
 
-def defaults(*, language: str | None = "en", model: str = "parley-local") -> SessionConfig:
-    return SessionConfig(transcription=TranscriptionConfig(language=language), model=model)
+def defaults(
+    *, language: str | None = "en", model: str = "parley-local", stt_model: str = "whisper-1"
+) -> SessionConfig:
+    return SessionConfig(transcription=TranscriptionConfig(model=stt_model, language=language), model=model)
 
 
 def check_format(fmt: AudioFormat | None, param: str) -> None:
@@ -139,9 +151,10 @@ def apply_update(cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[st
     """Merge a ``session.update`` into ``cfg``. Fields absent from the update keep their value; ``null`` clears."""
     sent = patch.model_fields_set
     changes: dict[str, Any] = {}
-    if "tools" in sent and patch.tools:
-        raise InvalidRequest(
-            "Tools are not supported by the local voice server.", code="invalid_value", param="session.tools"
+    _refuse_unsupported(patch)
+    if sent & {"tools", "tool_choice"}:
+        changes["tools"] = update_tools(
+            cfg.tools, patch.tools, patch.tool_choice, sent=sent, prefix="session."
         )
     if "instructions" in sent:
         changes["instructions"] = patch.instructions or ""
@@ -156,6 +169,13 @@ def apply_update(cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[st
         inp = audio.input
         check_format(inp.format, "session.audio.input.format")
         isent = inp.model_fields_set
+        if inp.noise_reduction is not None:
+            raise InvalidRequest(
+                "noise_reduction is not supported by the local voice server (no denoiser runs here); "
+                "send null or leave it out.",
+                code="invalid_value",
+                param="session.audio.input.noise_reduction",
+            )
         if "transcription" in isent:
             tx = inp.transcription
             if tx is None:
@@ -164,7 +184,7 @@ def apply_update(cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[st
                 base = cfg.transcription or TranscriptionConfig()
                 tsent = tx.model_fields_set
                 changes["transcription"] = TranscriptionConfig(
-                    model=tx.model if "model" in tsent and tx.model else base.model,
+                    model=base.model,  # the model that transcribes here, whatever name was asked for
                     language=tx.language if "language" in tsent else base.language,
                     prompt=tx.prompt if "prompt" in tsent else base.prompt,
                 )
@@ -180,14 +200,40 @@ def apply_update(cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[st
     return replace(cfg, **changes)
 
 
+def _refuse_unsupported(patch: SessionPatch) -> None:
+    sent = patch.model_fields_set
+    if "prompt" in sent and patch.prompt is not None:
+        raise InvalidRequest(
+            "Stored prompts are not supported by the local voice server; send instructions instead.",
+            code="invalid_value",
+            param="session.prompt",
+        )
+    if patch.include:
+        raise InvalidRequest(
+            "include is not supported by the local voice server (no transcription logprobs).",
+            code="invalid_value",
+            param="session.include",
+        )
+    if "truncation" in sent and patch.truncation not in (None, "auto", "disabled"):
+        raise InvalidRequest(
+            'The local voice server never truncates the conversation: truncation must be "auto" or "disabled".',
+            code="invalid_value",
+            param="session.truncation",
+        )
+
+
 def _merge_turn_detection(current: TurnDetection | None, td: Any) -> TurnDetection | None:
     if td is None:
         return None
+    if td.type == "semantic_vad":
+        raise InvalidRequest(
+            "semantic_vad is not supported by the local voice server (no end-of-turn model runs here); "
+            'use {"type": "server_vad"} (silence_duration_ms sets how long a pause ends the turn).',
+            code="invalid_value",
+            param="session.audio.input.turn_detection.type",
+        )
     base = current or TurnDetection()
     sent = td.model_fields_set
     updates = {k: getattr(td, k) for k in sent if k != "type" and k in TurnDetection.__dataclass_fields__}
-    if td.type == "semantic_vad":
-        # No semantic turn model here: the server VAD with its defaults (or current values) stands in.
-        logger.info("semantic_vad requested: using server_vad (eagerness %s ignored)", td.eagerness)
     updates = {k: v for k, v in updates.items() if v is not None or k == "idle_timeout_ms"}
     return replace(base, **updates)

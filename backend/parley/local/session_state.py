@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parley.errors import InvalidRequest, ParleyError, error_event
 from parley.local.conversation import Conversation, Item, item_from_wire, new_item
 from parley.local.engines import VadEvent, VadFactory, VoiceActivity
+from parley.local.idle import IdleTimer
 from parley.local.input_buffer import MIN_COMMIT_MS, InputBuffer
 from parley.local.response_run import ResponseSpec
 from parley.local.session_config import (
@@ -27,6 +28,7 @@ from parley.local.session_config import (
     check_voice,
     defaults,
 )
+from parley.local.tools import update_tools
 from parley.realtime import events as ce
 from parley.realtime import server_events as ev
 from parley.realtime.audio import BYTES_PER_MS, b64_to_pcm
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 VAD_KEEP_MS = 2_000  # idle audio kept before speech, beyond the prefix padding (covers VAD detection latency)
+IDLE_NOTE = "The user has said nothing for a while since your last answer. In one short sentence, invite them to go on."
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +90,11 @@ class SessionState:
         llm_max_tokens: int = 256,
         language: str | None = "en",
         model: str = "parley-local",
+        stt_model: str = "whisper-1",
     ) -> None:
         self.session_id = new_id("session")
         self.conversation_id = new_id("conversation")
-        self.config: SessionConfig = defaults(language=language, model=model)
+        self.config: SessionConfig = defaults(language=language, model=model, stt_model=stt_model)
         self.conversation = Conversation()
         self.buffer = InputBuffer(max_append_ms=max_append_ms, max_buffer_s=max_buffer_s)
         self._vad_factory = vad_factory
@@ -102,6 +106,8 @@ class SessionState:
         self.speech_start = 0
         self.active_response_id: str | None = None
         self._auto_respond: set[str] = set()
+        self._idle = IdleTimer()
+        self._idle_items: set[str] = set()  # committed by the idle timeout: answered even without words
         self._new_vad()
 
     # --- entry points -----------------------------------------------------------------------------------------
@@ -117,7 +123,9 @@ class SessionState:
 
     def on_transcript(self, item_id: str, text: str) -> list[Out]:
         auto = item_id in self._auto_respond
+        idle = item_id in self._idle_items
         self._auto_respond.discard(item_id)
+        self._idle_items.discard(item_id)
         if not self.conversation.has(item_id):
             return []  # deleted meanwhile
         item = self.conversation.get(item_id)
@@ -126,8 +134,10 @@ class SessionState:
         if self.config.transcription is not None:
             out.append(ev.transcription_completed(item_id, item.transcript, _audio_s(item)))
         out.append(ev.item_done(item.to_wire(), self.conversation.previous_id(item_id)))
-        if auto and self.active_response_id is None and item.transcript:
-            out += self._start_response(None, event_id=None, trigger=item_id)
+        if auto and self.active_response_id is None and (item.transcript or idle):
+            out += self._start_response(
+                None, event_id=None, trigger=item_id, idle=idle and not item.transcript
+            )
         elif auto and not item.transcript:
             logger.info("no words heard in %s: not answering", item_id)
         elif auto:
@@ -150,9 +160,31 @@ class SessionState:
         prob = getattr(self._vad, "last_prob", None)
         return self.speech_item_id is not None and td is not None and prob is not None and prob < td.threshold
 
-    def response_finished(self, response_id: str) -> None:
+    def response_audio_started(self, response_id: str) -> None:
+        if self.active_response_id == response_id:
+            self._idle.audio_started(self.buffer.end)
+
+    def response_finished(self, response_id: str, audio_ms: int = 0) -> None:
         if self.active_response_id == response_id:
             self.active_response_id = None
+            self._idle.answer_ended(self.buffer.end, audio_ms)
+
+    def _idle_timeout(self) -> list[Out]:
+        """The user said nothing for ``idle_timeout_ms`` after the last answer was played: commit the silence and
+        answer (``parley.local.idle``)."""
+        td = self.config.turn_detection
+        if td is None or self.speech_item_id is not None or self.active_response_id is not None:
+            return []
+        since = self._idle.due(self.buffer.end, td.idle_timeout_ms)
+        if since is None:
+            return []
+        self._idle.stop()
+        item_id = new_id("item")
+        logger.info("idle for %d ms: answering without words", td.idle_timeout_ms)
+        out: list[Out] = [ev.timeout_triggered(item_id, since // BYTES_PER_MS, self.buffer.end_ms)]
+        if td.create_response:
+            self._idle_items.add(item_id)
+        return out + self._commit(item_id, since, self.buffer.end, auto=td.create_response)
 
     # --- VAD --------------------------------------------------------------------------------------------------
 
@@ -166,6 +198,7 @@ class SessionState:
         pos = self._vad_origin + e.audio_ms * BYTES_PER_MS
         td = self.config.turn_detection
         if e.kind == "start" and self.speech_item_id is None and td is not None:
+            self._idle.stop()
             self.speech_item_id = new_id("item")
             self.speech_start = max(pos, self.buffer.start)
             out: list[Out] = [
@@ -203,10 +236,18 @@ class SessionState:
     # --- responses --------------------------------------------------------------------------------------------
 
     def _start_response(
-        self, params: ce.ResponseParams | None, *, event_id: str | None, trigger: str | None = None
+        self,
+        params: ce.ResponseParams | None,
+        *,
+        event_id: str | None,
+        trigger: str | None = None,
+        idle: bool = False,
     ) -> list[Out]:
         spec = self.response_spec(params, event_id=event_id, trigger=trigger)
+        if idle:
+            spec = replace(spec, instructions=f"{spec.instructions}\n\n{IDLE_NOTE}".strip())
         self.active_response_id = spec.id
+        self._idle.stop()
         return [StartResponse(spec)]
 
     def response_spec(
@@ -235,7 +276,14 @@ class SessionState:
             raise InvalidRequest(
                 "conversation must be 'auto' or 'none'.", code="invalid_value", param="response.conversation"
             )
-        inputs = tuple(item_from_wire(i, f"response.input.{n}")[0] for n, i in enumerate(p.input or []))
+        if "prompt" in sent and p.prompt is not None:
+            raise InvalidRequest(
+                "Stored prompts are not supported by the local voice server; send instructions instead.",
+                code="invalid_value",
+                param="response.prompt",
+            )
+        tools = update_tools(cfg.tools, p.tools, p.tool_choice, sent=sent, prefix="response.")
+        inputs = tuple(self._input_item(i, f"response.input.{n}") for n, i in enumerate(p.input or []))
         return ResponseSpec(
             id=new_id("response"),
             instructions=p.instructions if p.instructions is not None else cfg.instructions,
@@ -249,7 +297,14 @@ class SessionState:
             metadata=p.metadata,
             event_id=event_id,
             trigger_item_id=trigger,
+            tools=tools,
+            speed=cfg.speed,
         )
+
+    def _input_item(self, raw: Any, param: str) -> Item:
+        if isinstance(raw, ce.ItemReference):
+            return self.conversation.get(raw.id, param=f"{param}.id")
+        return item_from_wire(raw, param)[0]
 
 
 # --- handlers, per namespace ------------------------------------------------------------------------------------
@@ -278,6 +333,7 @@ def _append(s: SessionState, e: ce.InputAudioBufferAppend) -> list[Out]:
     out: list[Out] = []
     for vad_event in s._vad.feed(pcm):
         out += s._vad_event(vad_event)
+    out += s._idle_timeout()
     if s.speech_item_id is None:
         td = s.config.turn_detection
         s.buffer.keep_last((td.prefix_padding_ms if td else 0) + VAD_KEEP_MS)
@@ -299,6 +355,7 @@ def _commit(s: SessionState, e: ce.InputAudioBufferCommit) -> list[Out]:
             code="input_audio_buffer_commit_empty",
         )
     item_id = s.speech_item_id or new_id("item")
+    s._idle.stop()
     s._new_vad()  # a manual commit ends any speech in progress
     return s._commit(item_id, start, s.buffer.end, auto=False)
 

@@ -146,6 +146,11 @@ class FasterWhisperSTT:
     def model_ref(self) -> str:
         return self._settings.stt_model or str(packaged_model_path())
 
+    @property
+    def model_name(self) -> str:
+        """What the session echoes as ``transcription.model``: faster-whisper and the model's folder name."""
+        return "faster-whisper/" + Path(self.model_ref).name
+
     def _load(self) -> Any:
         if self._model is None:
             from faster_whisper import WhisperModel

@@ -96,6 +96,10 @@ class SessionPatch(_Model):
     audio: AudioConfig | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    tracing: Any = None
+    prompt: Any = None
+    truncation: Any = None
+    include: list[str] | None = None
 
 
 class SessionUpdate(_Event):
@@ -142,10 +146,37 @@ class MessageItem(_Model):
     status: Literal["completed", "incomplete", "in_progress"] | None = None
 
 
+class FunctionCallItem(_Model):
+    type: Literal["function_call"]
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    call_id: str | None = Field(default=None, max_length=128)
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str
+    status: Literal["completed", "incomplete", "in_progress"] | None = None
+
+
+class FunctionCallOutputItem(_Model):
+    type: Literal["function_call_output"]
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    call_id: str = Field(min_length=1, max_length=128)
+    output: str
+    status: Literal["completed", "incomplete", "in_progress"] | None = None
+
+
+class ItemReference(_Model):
+    type: Literal["item_reference"]
+    id: str
+
+
+ConversationItem = Annotated[
+    MessageItem | FunctionCallItem | FunctionCallOutputItem, Field(discriminator="type")
+]
+
+
 class ConversationItemCreate(_Event):
     type: Literal["conversation.item.create"]
     previous_item_id: str | None = None
-    item: MessageItem
+    item: ConversationItem
 
 
 class ConversationItemDelete(_Event):
@@ -178,8 +209,11 @@ class ResponseParams(_Model):
     max_output_tokens: MaxTokens | None = None
     audio: ResponseAudio | None = None
     conversation: str | None = None
-    input: list[MessageItem] | None = None
+    input: list[Annotated[ConversationItem | ItemReference, Field(discriminator="type")]] | None = None
     metadata: dict[str, str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    prompt: Any = None
 
 
 class ResponseCreate(_Event):
@@ -252,7 +286,19 @@ def parse_client_event(raw: str | bytes) -> ClientEvent:
         raise _invalid_value(exc) from None
 
 
-_UNION_TAGS = frozenset({"server_vad", "semantic_vad", "str", "int", "VoiceId"})
+_UNION_TAGS = frozenset(
+    {
+        "server_vad",
+        "semantic_vad",
+        "str",
+        "int",
+        "VoiceId",
+        "message",
+        "function_call",
+        "function_call_output",
+        "item_reference",
+    }
+)
 
 
 def _invalid_value(exc: ValidationError) -> InvalidRequest:

@@ -36,6 +36,15 @@ def input_audio_buffer_committed(item_id: str, previous_item_id: str | None) -> 
     return _event("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous_item_id)
 
 
+def timeout_triggered(item_id: str, audio_start_ms: int, audio_end_ms: int) -> Event:
+    return _event(
+        "input_audio_buffer.timeout_triggered",
+        item_id=item_id,
+        audio_start_ms=audio_start_ms,
+        audio_end_ms=audio_end_ms,
+    )
+
+
 def input_audio_buffer_cleared() -> Event:
     return _event("input_audio_buffer.cleared")
 
@@ -177,6 +186,33 @@ def output_audio_transcript_done(
         output_index,
         content_index,
         transcript=transcript,
+    )
+
+
+def function_call_arguments_delta(
+    rid: str, item_id: str, output_index: int, call_id: str, delta: str
+) -> Event:
+    return _event(
+        "response.function_call_arguments.delta",
+        response_id=rid,
+        item_id=item_id,
+        output_index=output_index,
+        call_id=call_id,
+        delta=delta,
+    )
+
+
+def function_call_arguments_done(
+    rid: str, item_id: str, output_index: int, call_id: str, name: str, arguments: str
+) -> Event:
+    return _event(
+        "response.function_call_arguments.done",
+        response_id=rid,
+        item_id=item_id,
+        output_index=output_index,
+        call_id=call_id,
+        name=name,
+        arguments=arguments,
     )
 
 
