@@ -243,7 +243,7 @@ class Harness:
         self._sentinels += 1
         event_id = f"sentinel-{self._sentinels}"
         await self.send({"type": "conversation.item.retrieve", "event_id": event_id, "item_id": event_id})
-        got = []
+        got: list[dict[str, Any]] = []
         async with asyncio.timeout(wait_s):
             while True:
                 event = await self._outbox.get()
