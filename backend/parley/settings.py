@@ -6,6 +6,8 @@ Every field is set from the environment with the ``PARLEY_`` prefix (``PARLEY_JW
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -138,6 +140,40 @@ class Settings(BaseSettings):
         default=[],
         description="Origins allowed to open the WebSocket / get a ticket (JSON list). Empty = same origin only "
         '(Origin host equals Host); ["*"] = any. Requests without an Origin header (non-browser clients) are not affected.',
+    )
+
+    # --- relay: what a client may change in its session (parley.relay.policy) -----------------------------
+    relay_client_session_fields: list[str] = Field(
+        default=[
+            "instructions",
+            "output_modalities",
+            "max_output_tokens",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "truncation",
+            "audio.input.noise_reduction",
+            "audio.input.transcription.language",
+            "audio.input.transcription.prompt",
+            "audio.input.turn_detection",
+            "audio.output.voice",
+            "audio.output.speed",
+        ],
+        description="Session fields a client may set with session.update (a listed object covers its fields); "
+        "any other field is locked: the operator's value is accepted as a no-op, another value is refused.",
+    )
+    relay_client_instructions: Literal["append", "replace"] = Field(
+        default="append",
+        description="A client's instructions are appended to relay_instructions, or replace them.",
+    )
+    relay_client_max_output_tokens: int = Field(
+        default=4096, ge=1, description="Cap on a client's max_output_tokens (inf means this)."
+    )
+    relay_client_silence_ms_min: int = Field(
+        default=200, ge=0, description="Lowest turn_detection.silence_duration_ms a client may set."
+    )
+    relay_client_silence_ms_max: int = Field(
+        default=2000, ge=0, description="Highest turn_detection.silence_duration_ms a client may set."
     )
 
     # --- relay: per-user limits ----------------------------------------------------------------------------

@@ -27,6 +27,10 @@ SECRET = "test-secret-" + "x" * 40
 AUDIENCE = "parley-test"
 ISSUER = "https://auth.test"
 ORIGIN = "https://app.example"
+# Most relay tests read Parley's own events (parley.session, parley.context, ...), which a client gets only when it
+# asks; the tests of the pure GA stream connect without it (GA_PATH).
+EVENTS_PATH = "/ws/voice?provider=local&parley_events=true"
+GA_PATH = "/ws/voice?provider=local"
 
 
 def relay_settings(upstream_url: str, **overrides: Any) -> Settings:
@@ -73,14 +77,14 @@ class Relay:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def ws_url(self, path: str = "/ws/voice?provider=local") -> str:
+    def ws_url(self, path: str = EVENTS_PATH) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     async def connect(
         self,
         tok: str | None = None,
         *,
-        path: str = "/ws/voice?provider=local",
+        path: str = EVENTS_PATH,
         subprotocols: list[str] | None = None,
         origin: str | None = None,
     ) -> ClientConnection:

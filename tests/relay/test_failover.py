@@ -116,7 +116,7 @@ def openai_and_local(openai: FakeUpstream, local: FakeUpstream, **kw: Any) -> An
 
 
 async def openai_session(relay: Relay, user: str) -> Any:
-    ws = await relay.connect(token(user), path="/ws/voice?provider=openai")
+    ws = await relay.connect(token(user), path="/ws/voice?provider=openai&parley_events=true")
     active, _ = await recv_until(ws, "parley.session")
     assert active["provider"] == "openai"
     return ws

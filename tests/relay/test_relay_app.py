@@ -218,9 +218,7 @@ async def test_event_outside_the_allowlist_gets_an_error_and_the_session_lives(
 ) -> None:
     ws = await relay.connect(token("erin"))
     await recv_until(ws, "session.created")
-    await ws.send(
-        json.dumps({"type": "session.update", "event_id": "evt_x", "session": {"instructions": "x"}})
-    )
+    await ws.send(json.dumps({"type": "transcription_session.update", "event_id": "evt_x", "session": {}}))
     err, _ = await recv_until(ws, "error")
     assert err["error"]["code"] == "event_not_allowed" and err["error"]["event_id"] == "evt_x"
     await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 300_000}))
@@ -228,14 +226,14 @@ async def test_event_outside_the_allowlist_gets_an_error_and_the_session_lives(
     assert err["error"]["code"] == "frame_too_large"
     await ws.send(APPEND)
     await recv_until(ws, "input_audio_buffer.speech_started")  # still relaying
-    assert "session.update" not in upstream.types()[1:]
+    assert "transcription_session.update" not in upstream.types()
     await ws.close()
 
 
 async def test_openai_provider_by_model_name_sends_the_key_upstream_only(
     relay: Relay, upstream: FakeUpstream
 ) -> None:
-    ws = await relay.connect(token("frank"), path="/v1/realtime?model=gpt-realtime")
+    ws = await relay.connect(token("frank"), path="/v1/realtime?model=gpt-realtime&parley_events=true")
     info, _ = await recv_until(ws, "parley.session")
     assert info["provider"] == "openai" and "sk-test" not in json.dumps(info)
     assert upstream.headers[-1]["Authorization"] == "Bearer sk-test-upstream-key"
@@ -306,8 +304,8 @@ async def test_shutdown_drains_open_sessions(upstream: FakeUpstream) -> None:
         running_relay(relay_settings(slow.url)) as r,
     ):
         talking, idle = await r.connect(token("jack")), await r.connect(token("kim"))
-        await recv_until(talking, "session.created")
-        await recv_until(idle, "session.created")
+        await recv_until(talking, "parley.session")  # active
+        await recv_until(idle, "parley.session")
         await talking.send(APPEND)
         await talking.send(json.dumps({"type": "input_audio_buffer.commit"}))
         await recv_until(talking, "response.created")
@@ -378,11 +376,11 @@ async def test_sigterm_to_parley_serve_drains_open_sessions(tmp_path: Any) -> No
                         if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                             break
                     await asyncio.sleep(0.1)
-            url = f"ws://127.0.0.1:{port}/ws/voice"
+            url = f"ws://127.0.0.1:{port}/ws/voice?parley_events=true"
             talking = await websockets.connect(
                 url, additional_headers={"Authorization": f"Bearer {token('t1')}"}
             )
-            await recv_until(talking, "session.created")
+            await recv_until(talking, "parley.session")  # active
             await talking.send(APPEND)
             await talking.send(json.dumps({"type": "input_audio_buffer.commit"}))
             await recv_until(talking, "response.created")

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from pure_session import opened
 
 from parley.errors import Forbidden
 from parley.relay.auth import Principal, kb_for
@@ -20,10 +21,11 @@ def make(**kw: Any) -> RelaySession:
     cfg = SessionConfig(
         session_id="sess_test",
         provider="local",
+        parley_events=kw.pop("parley_events", True),  # these tests read parley.* events (default: pure GA)
         upstream=UpstreamSessionConfig(instructions="Be brief."),
         **kw,
     )
-    return RelaySession(cfg, now=0.0)
+    return opened(RelaySession(cfg, now=0.0))
 
 
 def ev(type_: str, **fields: Any) -> str:

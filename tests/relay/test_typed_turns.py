@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from pure_session import opened
 
 from parley.relay.session import FetchContext, RelaySession, SessionConfig, ToUpstream
 from parley.relay.wire import UpstreamSessionConfig
@@ -23,7 +24,7 @@ def _session() -> RelaySession:
     cfg = SessionConfig(
         session_id="sess_typed", provider="local", upstream=UpstreamSessionConfig(instructions="Be brief.")
     )
-    return RelaySession(cfg, now=0.0)
+    return opened(RelaySession(cfg, now=0.0))
 
 
 def _frame(type_: str, **fields: Any) -> str:

@@ -109,7 +109,7 @@ def _serving_pid(pids: list[int], server_port: int, client_port: int) -> int | N
 
 
 async def _open(port: int, user: str) -> ClientConnection | int:
-    url = f"ws://127.0.0.1:{port}/ws/voice?provider=local"
+    url = f"ws://127.0.0.1:{port}/ws/voice?provider=local&parley_events=true"
     try:
         ws = await connect(
             url, additional_headers={"Authorization": f"Bearer {token(user)}"}, open_timeout=20

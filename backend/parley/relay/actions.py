@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from parley.relay import wire
+from parley.relay.policy import Policy
 
 # --- actions ----------------------------------------------------------------------------------------------
 
@@ -86,6 +87,8 @@ class SessionConfig:
     quota: dict[str, Any] = field(default_factory=dict)
     expires_at: float | None = None  # wall clock (epoch seconds), for the client
     replay_items: int = 40  # most items replayed into a new upstream after a failover
+    parley_events: bool = False  # the client asked for parley.* events (notices)
+    policy: Policy = field(default_factory=Policy)  # what the client may change in its session (policy)
 
 
 @dataclass(slots=True)

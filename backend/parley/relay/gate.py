@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 TICKET_PREFIX = "parley-ticket."
 REALTIME_SUBPROTOCOL = "realtime"
+# browsers ask for parley.* events with this subprotocol (clients that can set the URL: ?parley_events=true)
+EVENTS_SUBPROTOCOL = "parley-events"
 
 
 class ShuttingDown(DependencyError):
@@ -53,6 +55,12 @@ class Admission:
     subprotocol: str | None
     kb: str = "default"
     ticket: RedeemedTicket | None = None  # put back by ``withdraw``
+    parley_events: bool = False  # the client asked for Parley's own events (``notices``)
+
+
+def wants_parley_events(subprotocols: list[str], query: str | None) -> bool:
+    """``?parley_events=true`` (or 1, yes) or the subprotocol ``parley-events``."""
+    return EVENTS_SUBPROTOCOL in subprotocols or (query or "").strip().lower() in ("true", "1", "yes")
 
 
 def _ticket(subprotocols: list[str]) -> str | None:
@@ -116,7 +124,8 @@ async def admit(state: RelayState, conn: HTTPConnection) -> Admission:
         raise
     offered = list(conn.scope.get("subprotocols") or [])
     subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
-    return Admission(principal, provider, session_id, grant, subprotocol, kb, ticket)
+    events = wants_parley_events(offered, conn.query_params.get("parley_events"))
+    return Admission(principal, provider, session_id, grant, subprotocol, kb, ticket, events)
 
 
 async def _acquire(state: RelayState, slots: SlotBook, user_id: str, session_id: str) -> SessionGrant:

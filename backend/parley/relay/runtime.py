@@ -30,6 +30,7 @@ from parley.errors import UpstreamUnavailable
 from parley.relay.client_link import ClientGone, ClientLink, ClientStalled
 from parley.relay.context import Context
 from parley.relay.outbox import Outbox
+from parley.relay.policy import Policy
 from parley.relay.pooled import PooledUpstream
 from parley.relay.session import (
     Action,
@@ -112,6 +113,8 @@ class SessionRuntime:
             },
             expires_at=grant.expires_at,
             replay_items=s.failover_replay_items,
+            parley_events=admission.parley_events,
+            policy=Policy.from_settings(s),
         )
         self.session = RelaySession(cfg, now=time.monotonic(), audio_rate=audio_rate)
         size = s.relay_queue_size

@@ -9,10 +9,11 @@ Times are ``time.monotonic()`` seconds, passed in, so tests script them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from parley.errors import (
     InvalidRequest,
@@ -23,7 +24,7 @@ from parley.errors import (
     error_event,
 )
 from parley.realtime.audio import BYTES_PER_MS
-from parley.relay import replay, wire
+from parley.relay import items, replay, wire
 from parley.relay.actions import (
     Action,
     AudioRate,
@@ -39,6 +40,9 @@ from parley.relay.actions import (
 )
 from parley.relay.context import DECLINE, Context, asks_for_facts, build_query, display_source
 from parley.relay.injection import ContextItems, Lookup, context_event
+from parley.relay.notices import FirstFrame, Notices
+from parley.relay.policy import ClientSession
+from parley.relay.session_sync import Answer, SessionSync
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,17 @@ def _obj(value: Any) -> dict[str, Any]:
 
 AUDIO_APPEND = "input_audio_buffer.append"
 AUDIO_DELTA = "response.output_audio.delta"
+P = ParamSpec("P")
+
+
+def _ordered(method: Callable[Concatenate[RelaySession, P], list[Action]]) -> Callable[..., list[Action]]:
+    """Whatever a public entry point returns reaches the client after ``session.created`` (``FirstFrame``)."""
+
+    @functools.wraps(method)
+    def wrapper(self: RelaySession, *args: P.args, **kwargs: P.kwargs) -> list[Action]:
+        return self._first.filter(method(self, *args, **kwargs))
+
+    return wrapper
 
 
 class RelaySession:
@@ -93,16 +108,24 @@ class RelaySession:
         self._lost_at: float | None = None  # the upstream died at; cleared when the new one is ready
         self._moved_from: str | None = None
         self._replayed: list[tuple[str, str]] = []
+        self._notices = Notices(cfg)
+        self._first = FirstFrame()
+        self._sync = SessionSync(ClientSession(cfg.policy, cfg.upstream), cfg.session_id)
+        self._folded: dict[str, Any] = {}  # the fields of a client's response.create folded into the turn
         H = Callable[[dict[str, Any], str, float], list[Action]]
         self._client: dict[str, H] = {
             "input_audio_buffer.commit": self._forward_client,
             "input_audio_buffer.clear": self._forward_client,
             "response.cancel": self._forward_client,
+            "session.update": self._c_session_update,
+            "conversation.item.retrieve": self._c_item_ref,
+            "conversation.item.delete": self._c_item_ref,
             "conversation.item.truncate": self._c_truncate,
             "conversation.item.create": self._c_item_create,
             "response.create": self._c_response_create,
         }
         self._upstream: dict[str, H] = {
+            "session.created": self._u_session_created,
             "session.updated": self._u_session_updated,
             **dict.fromkeys(replay.ANSWER_EVENTS, self._u_answer),
             "input_audio_buffer.speech_started": self._u_speech_started,
@@ -123,9 +146,10 @@ class RelaySession:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
+    @_ordered
     def start(self, now: float) -> list[Action]:
-        """The first frames: tell the client about the session, configure the upstream."""
-        return [ToClient(self._session_event("active")), ToUpstream(wire.session_update(self.cfg.upstream))]
+        """Configure the upstream; its answer becomes the client's ``session.created`` (``session_sync``)."""
+        return [ToUpstream(self._sync.initial())]
 
     @property
     def speculated(self) -> str | None:
@@ -148,6 +172,7 @@ class RelaySession:
             deadline = min(deadline, turn.t1 + self.cfg.context_timeout_s)
         return deadline
 
+    @_ordered
     def tick(self, now: float) -> list[Action]:
         if self.closed:
             return []
@@ -178,23 +203,23 @@ class RelaySession:
         if not self.warned and now >= self.end_at - self.cfg.expiry_warning_s:
             self.warned = True
             left = max(0.0, self.end_at - now)
-            return [
-                ToClient(self._session_event("expiring", reason="session_duration_limit", expires_in_s=left))
-            ]
+            return self._notices.session("expiring", reason="session_duration_limit", expires_in_s=left)
         return []
 
+    @_ordered
     def shutdown(self, now: float) -> list[Action]:
         """The server is stopping: no new turns; the answer in flight may finish."""
         self.draining = True
-        return [ToClient(self._session_event("closing", reason="server_shutdown"))]
+        return self._notices.session("closing", reason="server_shutdown")
 
+    @_ordered
     def close(self, code: int, reason: str, message: str = "") -> list[Action]:
         if self.closed:
             return []
         self.closed = True
-        event = self._session_event("closed", reason=reason, message=message or reason)
-        return [ToClient(event), CloseSession(code, reason)]
+        return self._notices.closed(code, reason, message or reason)
 
+    @_ordered
     def upstream_lost(self, message: str, now: float = 0.0, *, moving: bool = False) -> list[Action]:
         """The upstream died. Not ``moving``: the session ends. ``moving``: the runtime connects another one; the
         turn in flight fails (``response.done`` failed, error ``upstream_lost``) and the next one works there."""
@@ -219,6 +244,7 @@ class RelaySession:
         self._ctx.injected_id, self._ctx.injected_key = None, ()  # it was in the dead upstream's conversation
         return out
 
+    @_ordered
     def upstream_moved(
         self, provider: str, upstream: wire.UpstreamSessionConfig, *, self_interrupts: bool
     ) -> list[Action]:
@@ -228,10 +254,11 @@ class RelaySession:
         self.cfg.provider, self.cfg.upstream, self.cfg.self_interrupts = provider, upstream, self_interrupts
         self._replayed = self._heard.heard()
         events = replay.replay_events(self._replayed)
-        return [ToUpstream(wire.session_update(upstream)), *(ToUpstream(e) for e in events)]
+        return [ToUpstream(self._sync.moved(upstream)), *(ToUpstream(e) for e in events)]
 
     # --- client frames ------------------------------------------------------------------------------------
 
+    @_ordered
     def on_client_text(self, text: str, now: float) -> list[Action]:
         if len(text) > self.cfg.max_frame_bytes:
             return [
@@ -283,7 +310,18 @@ class RelaySession:
     def _forward_client(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         return [ToUpstream(text)]
 
+    def _c_session_update(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        event_id = wire.event_id_of(ev)
+        frame, refused = self._sync.client_update(ev.get("session"), event_id)
+        out: list[Action] = [] if refused is None else [self._error(refused, event_id)]
+        return [*out, ToUpstream(frame)]
+
+    def _c_item_ref(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        items.check_item_ref(ev)
+        return [ToUpstream(text)]
+
     def _c_truncate(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        items.check_item_ref(ev)
         wire.check_truncate(ev)
         self._heard.truncated(ev["item_id"], ev["audio_end_ms"])
         out: list[Action] = [ToUpstream(text)]
@@ -292,14 +330,15 @@ class RelaySession:
         return out
 
     def _c_item_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
-        if wire.check_user_text_item(ev):
+        kind, words = items.check_item_create(ev)
+        if kind == "user_text" and words:
             self._pending_text += 1
             self._owes_create = True
         self.last_activity = now
         return [ToUpstream(text)]
 
     def _c_response_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
-        wire.check_response_create(ev)
+        params = self._sync.client.response(ev.get("response"))
         turn = self._turn
         owed, self._owes_create = self._owes_create, False
         if (
@@ -309,11 +348,16 @@ class RelaySession:
             or (turn is not None and turn.t1 is not None and not turn.requested)
         ):
             logger.debug("client response.create folded into the relay's turn")
+            if turn is None or not turn.requested:
+                self._folded = params  # its metadata etc. go with the relay's response.create
             return []
+        if params != ev.get("response", {}):
+            return [ToUpstream(wire.dumps({**ev, "response": params}))]
         return [ToUpstream(text)]
 
     # --- upstream frames ----------------------------------------------------------------------------------
 
+    @_ordered
     def on_upstream_text(self, text: str, now: float) -> list[Action]:
         type_ = wire.peek_type(text)
         if type_ == AUDIO_DELTA:
@@ -334,11 +378,21 @@ class RelaySession:
             return [ToClient(text)]
         return handler(ev, text, now)
 
+    def _u_session_created(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
+        self._sync.on_created(ev)
+        return []  # the client's session.created is the answer to the relay's first session.update
+
     def _u_session_updated(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
-        if self._moved_from is None or self._lost_at is None:
-            return []  # the answer to the relay's own session.update: not the client's business
+        return self._session_answer(self._sync.on_updated(ev), now)
+
+    def _session_answer(self, answer: Answer, now: float) -> list[Action]:
+        out: list[Action] = [ToClient(frame) for frame in answer.frames]
+        if answer.kind == "initial":
+            return [*out, *self._notices.session("active")]
+        if answer.kind != "move" or self._moved_from is None or self._lost_at is None:
+            return out
         gap = now - self._lost_at
-        notice = self._session_event(
+        notice = self._notices.session(
             "moved",
             reason="upstream_lost",
             previous_provider=self._moved_from,
@@ -347,7 +401,7 @@ class RelaySession:
         )
         moved = UpstreamMoved(self._moved_from, self.cfg.provider, gap)
         self._moved_from = self._lost_at = None
-        return [ToClient(notice), moved]
+        return [*notice, moved]
 
     def _u_answer(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         self._heard.on_answer_event(ev)
@@ -355,7 +409,7 @@ class RelaySession:
 
     def _u_speech_started(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         out: list[Action] = [ToClient(text)]
-        self._owes_create = False
+        self._owes_create, self._folded = False, {}
         if self.response_active and not self.cfg.self_interrupts:
             out.append(ToUpstream(wire.client_event("response.cancel")))
         if self._turn is not None and not self._turn.requested:
@@ -452,16 +506,14 @@ class RelaySession:
         self._turn = None
         response = _obj(ev.get("response"))
         timings = turn.timings_ms()
-        out.append(
-            ToClient(
-                wire.parley_event(
-                    "parley.turn",
-                    turn_id=turn.seq,
-                    response_id=response.get("id"),
-                    status=response.get("status"),
-                    timings_ms=timings,
-                    sources=turn.sources,
-                )
+        out += self._notices.parley(
+            wire.parley_event(
+                "parley.turn",
+                turn_id=turn.seq,
+                response_id=response.get("id"),
+                status=response.get("status"),
+                timings_ms=timings,
+                sources=turn.sources,
             )
         )
         out.append(TurnDone(self.cfg.provider, timings))
@@ -471,6 +523,9 @@ class RelaySession:
         err = _obj(ev.get("error"))
         if err.get("code") == "response_cancel_not_active":
             return []
+        answer = self._sync.on_error(ev)
+        if answer is not None:
+            return self._session_answer(answer, now)
         if replay.owns_event(err.get("event_id")):
             logger.warning("upstream refused a replayed item: %s", err.get("message"))
             return []
@@ -512,6 +567,7 @@ class RelaySession:
             return []
         return [FetchContext(turn.seq, turn.query, item_id=turn.item_id)]
 
+    @_ordered
     def on_context(
         self, req: FetchContext, context: Context | None, status: str, retrieval_ms: float, now: float
     ) -> list[Action]:
@@ -525,13 +581,11 @@ class RelaySession:
         out: list[Action] = []
         if status == "error" and not self._kb_warned:
             self._kb_warned = True
-            out.append(
-                ToClient(
-                    wire.parley_event(
-                        "parley.warning",
-                        code="knowledge_base_unavailable",
-                        message="The knowledge base is not answering; answers come without it for now.",
-                    )
+            out += self._notices.parley(
+                wire.parley_event(
+                    "parley.warning",
+                    code="knowledge_base_unavailable",
+                    message="The knowledge base is not answering; answers come without it for now.",
                 )
             )
         turn = self._turn
@@ -564,33 +618,19 @@ class RelaySession:
         passages = lookup.context.passages if lookup.context is not None else []
         turn.sources = list(dict.fromkeys(display_source(p.source) for p in passages))
         wait_ms = (now - turn.t1) * 1000.0 if turn.t1 is not None else None
-        out.append(ToClient(context_event(turn.seq, turn.query, lookup, self.cfg.kb, reused, wait_ms)))
+        out += self._notices.parley(context_event(turn.seq, turn.query, lookup, self.cfg.kb, reused, wait_ms))
         out.append(ContextUsed(lookup.status, reused))
+        params, self._folded = self._folded, {}
         if lookup.status == "empty" and self.cfg.rag_decline and asks_for_facts(turn.question):
             # Nothing in the knowledge base is close enough: decided here, from the similarity, and said by the
             # model under an instruction for this one response (a small model ignores a note and guesses).
-            instructions = f"{self.cfg.upstream.instructions}\n\n{DECLINE}".strip()
-            out.append(
-                ToUpstream(wire.client_event("response.create", response={"instructions": instructions}))
-            )
-        else:
-            out.append(ToUpstream(wire.client_event("response.create")))
+            instructions = params.get("instructions") or self._sync.client.effective_instructions()
+            params = {**params, "instructions": f"{instructions}\n\n{DECLINE}".strip()}
+        fields = {"response": params} if params else {}
+        out.append(ToUpstream(wire.client_event("response.create", **fields)))
         return out
 
     # --- events the relay writes --------------------------------------------------------------------------
-
-    def _session_event(self, status: str, **extra: Any) -> str:
-        cfg = self.cfg
-        return wire.parley_event(
-            "parley.session",
-            status=status,
-            session_id=cfg.session_id,
-            provider=cfg.provider,
-            limits=cfg.limits,
-            quota=cfg.quota,
-            expires_at=cfg.expires_at,
-            **extra,
-        )
 
     def _error(self, err: ParleyError, event_id: str | None = None) -> ToClient:
         return ToClient(wire.dumps(error_event(err, event_id=event_id)), error_code=err.code)

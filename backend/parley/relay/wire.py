@@ -1,5 +1,5 @@
-"""The JSON the relay itself writes or checks: the client allowlist, the upstream ``session.update`` and the
-``parley.*`` events. Pure functions; the session decides when to use them.
+"""The JSON the relay itself writes or checks: client frames parsed as checked, the upstream ``session.update``
+and the ``parley.*`` events. Pure functions; the session decides when to use them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from parley.errors import InvalidRequest, NotAllowed
+from parley.errors import InvalidRequest
 from parley.realtime.ids import new_id
 
 # The first key of a JSON object is at the top level, so when ``type`` comes first (as every Realtime server
@@ -35,12 +35,17 @@ class UpstreamSessionConfig:
     transcription_model: str = "gpt-4o-mini-transcribe"
 
 
-def session_update(cfg: UpstreamSessionConfig) -> str:
+def session_update_event(session: dict[str, Any], event_id: str | None = None) -> str:
+    return dumps({"type": "session.update", "event_id": event_id or new_id("event"), "session": session})
+
+
+def session_fields(cfg: UpstreamSessionConfig) -> dict[str, Any]:
+    """The session the operator imposes on every upstream (a client's accepted fields go over it)."""
     pcm = {"type": "audio/pcm", "rate": 24_000}
     output: dict[str, Any] = {"format": pcm}
     if cfg.voice:
         output["voice"] = cfg.voice
-    session = {
+    return {
         "type": "realtime",
         "instructions": cfg.instructions,
         "output_modalities": ["audio"],
@@ -57,7 +62,6 @@ def session_update(cfg: UpstreamSessionConfig) -> str:
             "output": output,
         },
     }
-    return dumps({"type": "session.update", "event_id": new_id("event"), "session": session})
 
 
 def system_item(text: str, *, item_id: str | None = None, event_prefix: str = "event") -> str:
@@ -152,31 +156,6 @@ def event_id_of(ev: dict[str, Any]) -> str | None:
 
 
 # --- client event checks: raise InvalidRequest / NotAllowed, return nothing -----------------------------------
-
-
-def check_user_text_item(ev: dict[str, Any]) -> str:
-    """A client ``conversation.item.create`` must be a user message of input_text parts. Returns the text."""
-    item = ev.get("item")
-    if not isinstance(item, dict) or item.get("type", "message") != "message" or item.get("role") != "user":
-        raise NotAllowed("only user text messages may be created through the relay", param="item")
-    content = item.get("content")
-    if not isinstance(content, list) or not content:
-        raise InvalidRequest("item.content must be a non-empty list", param="item.content")
-    texts = []
-    for part in content:
-        if (
-            not isinstance(part, dict)
-            or part.get("type") != "input_text"
-            or not isinstance(part.get("text"), str)
-        ):
-            raise NotAllowed("only input_text content is allowed in client items", param="item.content")
-        texts.append(part["text"])
-    return " ".join(texts).strip()
-
-
-def check_response_create(ev: dict[str, Any]) -> None:
-    if ev.get("response") not in (None, {}):
-        raise NotAllowed("response.create may not carry overrides through the relay", param="response")
 
 
 def check_truncate(ev: dict[str, Any]) -> None:
