@@ -100,7 +100,6 @@ async def test_session_tools_are_echoed_sent_to_the_llm_and_the_call_streams_as_
         assert llm.calls[1][-2:] == [
             {
                 "role": "assistant",
-                "content": None,
                 "tool_calls": [
                     {
                         "id": "call_abc",

@@ -169,7 +169,9 @@ class Conversation:
                 if last is not None and last["role"] == "assistant":
                     last.setdefault("tool_calls", []).append(call)
                 else:
-                    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                    messages.append(
+                        {"role": "assistant", "tool_calls": [call]}
+                    )  # no content (llama.cpp refuses null)
                 continue
             if item.kind == "function_call_output":
                 messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})

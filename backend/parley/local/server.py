@@ -5,7 +5,9 @@ so the server comes up even while its LLM server is down); its body's ``checks.l
 answers (``llm_health``), which the relay's ``/readyz`` reports as its ``llm`` check. ``/readyz`` is 503 while the
 LLM server does not answer.
 
-The WebSocket endpoint only pumps frames into a ``LocalSession``. Any ``model`` query parameter is accepted. The
+The WebSocket endpoint only pumps frames into a ``LocalSession``. Any ``model`` query parameter is accepted;
+``parley_events`` (or the subprotocol ``parley-events``) says whether the client gets Parley's own ``parley.*``
+events (``wants_parley_events``). The
 local server is an internal service: a Bearer key is accepted as is, unless ``PARLEY_LOCAL_API_KEY`` is set, in
 which case it must match (header ``Authorization: Bearer <key>``, or for browsers the subprotocol
 ``openai-insecure-api-key.<key>``); a wrong key is refused with HTTP 401 before the socket is accepted.
@@ -38,6 +40,19 @@ from parley.settings import Settings
 logger = logging.getLogger(__name__)
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
+EVENTS_SUBPROTOCOL = "parley-events"
+PARLEY_EVENTS_DEFAULT = True  # the relay reads parley.pause_transcript; it does not ask for them yet
+
+
+def wants_parley_events(subprotocols: list[str], query: str | None) -> bool:
+    """Parley's own events (``parley.*``) for this client: ``?parley_events=true|false`` or the subprotocol
+    ``parley-events``; without either, ``PARLEY_EVENTS_DEFAULT``. Strict GA clients (the Agents SDK validates
+    every event) connect with ``?parley_events=false``."""
+    if EVENTS_SUBPROTOCOL in subprotocols:
+        return True
+    if query is not None:
+        return query.strip().lower() in ("1", "true", "yes")
+    return PARLEY_EVENTS_DEFAULT
 
 
 def describe_models(settings: Settings, engines: Engines) -> dict[str, Any]:
@@ -95,6 +110,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
                 return
         offered = ws.scope.get("subprotocols", [])
         await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
+        parley_events = wants_parley_events(offered, ws.query_params.get("parley_events"))
 
         async def recv() -> str | bytes | None:
             message = await ws.receive()
@@ -109,6 +125,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
             recv=recv,
             send=ws.send_text,
             model=ws.query_params.get("model") or "parley-local",
+            parley_events=parley_events,
         )
         with log_context(session_id=session.state.session_id, user_id=None):
             logger.info("realtime session opened (model %s)", session.state.config.model)

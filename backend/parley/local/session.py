@@ -67,8 +67,10 @@ class LocalSession:
         recv: Callable[[], Awaitable[str | bytes | None]],
         send: Callable[[str], Awaitable[None]],
         model: str = "parley-local",
+        parley_events: bool = True,
     ) -> None:
         self.settings = settings
+        self._parley_events = parley_events
         self.engines = engines
         self._recv = recv
         self._send = send
@@ -166,6 +168,8 @@ class LocalSession:
     async def _writer(self) -> None:
         while True:
             event = await self._out.get()
+            if not self._parley_events and event["type"].startswith("parley."):
+                continue  # a strict GA client
             try:
                 await self._send(json.dumps(event))
             except Exception as exc:
