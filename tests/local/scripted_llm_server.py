@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from loopback import uvicorn_on_loopback
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -93,17 +94,8 @@ async def scripted_llm(steps: list[Step]) -> AsyncIterator[ScriptedLLMServer]:
     config = uvicorn.Config(
         llm.app(), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:  # noqa: ASYNC110 - uvicorn only exposes a flag
-                await asyncio.sleep(0.02)
-        llm.base_url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
+    async with uvicorn_on_loopback(config) as port:
+        llm.base_url = f"http://127.0.0.1:{port}/v1"
         yield llm
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(20):
-            await task
     assert not llm.unexpected, f"requests beyond the script: {llm.unexpected}"
     assert not llm.steps, f"scripted steps never requested: {llm.steps}"

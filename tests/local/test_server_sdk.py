@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from loopback import uvicorn_on_loopback
 from openai import AsyncOpenAI
 from session_fakes import fake_engines
 
@@ -33,17 +33,8 @@ CHUNK_MS = 40
 async def serving(settings: Settings, engines: Engines) -> AsyncIterator[int]:
     config = uvicorn_config(settings, engines, "127.0.0.1", 0)
     config.lifespan = "off"  # engines are shared between tests: do not close them here
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:  # noqa: ASYNC110 - uvicorn only exposes a flag
-                await asyncio.sleep(0.02)
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(20):
-            await task
+    async with uvicorn_on_loopback(config) as port:
+        yield port
 
 
 class Client:

@@ -35,6 +35,10 @@ WEATHER = {
 ANSWER = "It is sunny and 21 degrees in Paris."
 
 
+def user_text(words: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": words}]}
+
+
 def _engines(base_url: str) -> tuple[Settings, Engines]:
     settings = Settings(llm_base_url=base_url, llm_model="scripted", stt_partial_interval_ms=0)
     engines = fake_engines()
@@ -61,13 +65,7 @@ async def test_openai_sdk_typed_turn_with_a_tool_over_http() -> None:
             )
             updated = await c.expect("session.updated")
             assert updated.session.tools[0].name == "get_weather"
-            await conn.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "Weather in Paris?"}],
-                }
-            )
+            await conn.conversation.item.create(item=user_text("Weather in Paris?"))
             await conn.response.create()
             done = await c.expect("response.done")
             fc = done.response.output[0]
@@ -214,13 +212,7 @@ async def test_real_llama_server_calls_the_forced_tool_then_answers_from_its_out
             }
         )
         await c.expect("session.updated")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "What's the weather in Paris?"}],
-            }
-        )
+        await conn.conversation.item.create(item=user_text("What's the weather in Paris?"))
         await conn.response.create(response={"tool_choice": {"type": "function", "name": "get_weather"}})
         done = await c.expect("response.done", 120)
         fc = done.response.output[0]
