@@ -107,6 +107,17 @@ async def test_tts_streams_24khz_chunks_early(tts_engine: PiperTTS) -> None:
     assert first_s is not None and first_s < 1.5  # ~0.1 s on an idle machine; loose for shared CI cores
 
 
+@pytest.mark.parametrize("speed", [0.5, 1.5])
+async def test_tts_speed_scales_the_speech(tts_engine: PiperTTS, speed: float) -> None:
+    text = "The capital of France is Paris, and it is a large city."
+
+    async def ms(at: float) -> int:
+        return sum([len(c) async for c in tts_engine.synthesize(text, speed=at)]) // BYTES_PER_MS
+
+    normal, scaled = await ms(1.0), await ms(speed)
+    assert scaled == pytest.approx(normal / speed, rel=0.2), (normal, scaled)
+
+
 async def test_tts_stops_worker_when_consumer_closes(tts_engine: PiperTTS) -> None:
     stream = tts_engine.synthesize(LONG_TEXT)
     await anext(stream)

@@ -30,7 +30,10 @@ class VadEvent:
 
 
 class VoiceActivity(Protocol):
-    """A streaming detector for one session. ``feed`` takes any length of audio and returns the edges it found."""
+    """A streaming detector for one session. ``feed`` takes any length of audio and returns the edges it found;
+    ``last_prob`` is the speech probability of the latest frame (a pause begins when it drops below threshold)."""
+
+    last_prob: float
 
     def feed(self, pcm: bytes) -> list[VadEvent]: ...
 

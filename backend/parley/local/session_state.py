@@ -154,11 +154,15 @@ class SessionState:
         return [ev.transcription_failed(item_id, body), error_event(err), ev.item_done(item.to_wire(), None)]
 
     def speech_paused(self) -> bool:
-        """Speech is in progress but the VAD's latest frame was below threshold: the user may have finished.
-        (Uses the detector's ``last_prob`` when it has one; otherwise always False.)"""
+        """Speech is in progress but the VAD's latest frame was below threshold: the user may have finished."""
         td = self.config.turn_detection
-        prob = getattr(self._vad, "last_prob", None)
-        return self.speech_item_id is not None and td is not None and prob is not None and prob < td.threshold
+        vad = self._vad
+        return (
+            self.speech_item_id is not None
+            and td is not None
+            and vad is not None
+            and vad.last_prob < td.threshold
+        )
 
     def response_audio_started(self, response_id: str) -> None:
         if self.active_response_id == response_id:
