@@ -147,7 +147,9 @@ class WordTTS:
     def voices(self) -> list[str]:
         return ["en_US-joe-medium"]
 
-    async def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0
+    ) -> AsyncIterator[bytes]:
         self.spoken.append(text)
         self.speeds.append(speed)
         total = round(100 / speed) * len(text.split()) * BYTES_PER_MS
