@@ -71,6 +71,15 @@ def test_a_client_that_does_not_ask_gets_a_pure_ga_stream() -> None:
     assert close == CloseSession(1000, "idle_timeout")
 
 
+@pytest.mark.parametrize("events", [False, True])
+def test_the_upstreams_own_extensions_reach_only_a_client_that_asked(events: bool) -> None:
+    s = opened(make(events=events))
+    timing = ev("parley.timing", response_id="r1", first_audio=12.0)
+    assert s.on_upstream_text(timing, 1.0) == ([ToClient(timing)] if events else [])
+    late_type = json.dumps({"event_id": "e1", "type": "parley.timing"})  # type not first: parsed, same rule
+    assert s.on_upstream_text(late_type, 1.0) == ([ToClient(late_type)] if events else [])
+
+
 def test_session_created_is_the_first_frame_even_after_an_early_refusal() -> None:
     s = make(events=True)
     (first,) = upstream(s.start(0.0))

@@ -367,16 +367,22 @@ class RelaySession:
             self._heard.answer_audio(replay.audio_ms_of_delta(text))
             return [ToClient(text)]
         if type_ is not None and type_ not in self._upstream:
-            return [ToClient(text)]
+            return self._passed_on(type_, text)
         try:
             ev = json.loads(text)
         except ValueError:
             logger.warning("upstream sent a frame that is not JSON; dropped")
             return []
-        handler = self._upstream.get(str(ev.get("type"))) if isinstance(ev, dict) else None
+        type_ = str(ev.get("type")) if isinstance(ev, dict) else ""
+        handler = self._upstream.get(type_)
         if handler is None:
-            return [ToClient(text)]
+            return self._passed_on(type_, text)
         return handler(ev, text, now)
+
+    def _passed_on(self, type_: str, text: str) -> list[Action]:
+        """An upstream event the relay does not look into: the client's, unless it is the upstream's own
+        extension (e.g. the local server's ``parley.timing``), which only a client that asked for them gets."""
+        return self._notices.parley(text) if type_.startswith("parley.") else [ToClient(text)]
 
     def _u_session_created(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         self._sync.on_created(ev)
