@@ -264,19 +264,54 @@ def event_id_of(raw: str | bytes) -> str | None:
     """Best-effort ``event_id`` of a frame we could not parse, so the error can point at it."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     value = data.get("event_id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and not _has_lone_surrogate(value) else None
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Any string (key or value) in parsed JSON holding a lone surrogate. Iterative: the JSON may nest as deep as
+    the parser allowed."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+def _may_hold_surrogates(raw: str) -> bool:
+    """Cheap pre-check: a lone surrogate needs a ``\\u`` escape (or, in a str from memory, a non-ASCII char)."""
+    return "\\u" in raw or not raw.isascii()
 
 
 def parse_client_event(raw: str | bytes) -> ClientEvent:
+    if isinstance(raw, bytes):
+        # Strictly: json.loads(bytes) would guess UTF-16/32 and let encoded surrogates through (surrogatepass).
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("A binary frame must be UTF-8 JSON.", code="invalid_json") from None
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"The event is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("An event must be a JSON object.", code="invalid_json")
+    if _may_hold_surrogates(raw) and _has_lone_surrogate(data):
+        # Text that is not Unicode would be stored, then fail every later LLM request of the session (UTF-8).
+        raise InvalidRequest(
+            "The event holds text that is not valid Unicode (a lone surrogate).", code="invalid_json"
+        )
     kind = data.get("type")
     if not isinstance(kind, str) or kind not in CLIENT_EVENT_TYPES:
         raise InvalidRequest(f"Unknown event type: {kind!r}.", code="unknown_event", param="type")

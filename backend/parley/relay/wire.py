@@ -102,12 +102,18 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constant(name: str) -> Any:
+    # Python reads NaN and Infinity (and would write them back); strict JSON parsers, the OpenAI API's among them,
+    # do not: refused, so nothing the upstream cannot parse is forwarded.
+    raise InvalidRequest(f"{name} is not a JSON value", code="invalid_json")
+
+
 def parse_client_frame(text: str) -> tuple[dict[str, Any], str]:
     """A client frame as an event and the exact text to forward: the event re-serialised, so the upstream sees
-    what the relay checked (no duplicate keys, no lone surrogates, nothing the relay's parser read differently).
-    Raises InvalidRequest for anything that is not one well-formed JSON object."""
+    what the relay checked (no duplicate keys, no lone surrogates, no NaN or Infinity, nothing the relay's parser
+    read differently). Raises InvalidRequest for anything that is not one well-formed JSON object."""
     try:
-        ev = json.loads(text, object_pairs_hook=_no_duplicates)
+        ev = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except RecursionError:
         raise InvalidRequest("frame nests too deeply", code="invalid_json") from None
     except ValueError as exc:
