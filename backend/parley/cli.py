@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from parley import aio
 from parley.settings import Settings
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the Redis limiter (PARLEY_REDIS_URL). Default 1",
     )
     serve.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's listening socket
+    serve.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker: "I serve"
 
     local = sub.add_parser("local-server", help="run the local voice server alone (STT -> LLM -> TTS)")
     _add_host_port(local, 8090)
@@ -229,8 +231,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     sock = None if args.fd is None else socket.socket(fileno=args.fd)
-    run_relay(settings, args.host, args.port, sock=sock)
+    run_relay(settings, args.host, args.port, sock=sock, on_started=_ready_reporter(args.ready_fd))
     return 0
+
+
+def _ready_reporter(fd: int | None) -> Callable[[], None] | None:
+    """A ``--workers`` child tells its parent it accepts connections: one byte on the pipe ``fd``."""
+    if fd is None:
+        return None
+    ready_fd = fd
+
+    def report() -> None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+    return report
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def _serve(workers: int) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def two_workers(redis_url: str, upstream: FakeUpstream) -> AsyncIterator[tuple[int, list[int]]]:
-    """``parley serve --workers 2``: yields its port and its two worker pids once both answer."""
+    """``parley serve --workers 2``: yields its port and its two worker pids once both accept connections (the
+    parent says it is listening only then)."""
     env = _env(
         PARLEY_REDIS_URL=redis_url,
         PARLEY_LOCAL_REALTIME_URL=upstream.url,
@@ -154,3 +155,20 @@ async def test_workers_without_redis_are_refused_in_one_line() -> None:
     lines = err.decode().splitlines()
     assert len(lines) == 1
     assert "--workers 2 needs the Redis limiter" in lines[0] and "PARLEY_REDIS_URL" in lines[0]
+
+
+@pytest.mark.redis
+async def test_a_worker_that_fails_before_it_serves_fails_the_start_in_one_line(redis_url: str) -> None:
+    # A key without its certificate: each worker refuses to start; the parent must not claim to be listening.
+    env = _env(PARLEY_REDIS_URL=redis_url, PARLEY_TLS_KEY_FILE="/nonexistent-key.pem")
+    proc = await asyncio.create_subprocess_exec(
+        *_serve(2), env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(START_S):
+        _, err = await proc.communicate()
+    assert proc.returncode == 1, err.decode()
+    text = err.decode()
+    assert "Traceback" not in text and not LISTENING.search(err), text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("parley serve: relay worker") and "before it was ready" in last, text

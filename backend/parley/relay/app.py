@@ -107,10 +107,23 @@ class RelayServer(uvicorn.Server):
     With ``reraise_signals=False`` (``parley up``) ``serve`` just returns, so the caller can still stop its
     child processes."""
 
-    def __init__(self, config: uvicorn.Config, state: RelayState, *, reraise_signals: bool = True) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        state: RelayState,
+        *,
+        reraise_signals: bool = True,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.relay_state = state
         self.reraise_signals = reraise_signals
+        self.on_started = on_started  # called once the server accepts connections
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -125,7 +138,13 @@ class RelayServer(uvicorn.Server):
 
 
 def relay_server(
-    app: Starlette, host: str, port: int, *, reraise_signals: bool = True, **config: object
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    reraise_signals: bool = True,
+    on_started: Callable[[], None] | None = None,
+    **config: object,
 ) -> RelayServer:
     state: RelayState = app.state.relay
     settings = state.settings
@@ -144,7 +163,7 @@ def relay_server(
         timeout_graceful_shutdown=5,
         **config,  # type: ignore[arg-type]
     )
-    return RelayServer(uv_config, state, reraise_signals=reraise_signals)
+    return RelayServer(uv_config, state, reraise_signals=reraise_signals, on_started=on_started)
 
 
 async def serve_relay(
@@ -156,8 +175,10 @@ async def serve_relay(
     context: ContextProvider | None = None,
     reraise_signals: bool = True,
     sock: socket.socket | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
-    """The relay on ``host:port``, or on the listening ``sock`` given (a ``--workers`` child)."""
+    """The relay on ``host:port``, or on the listening ``sock`` given (a ``--workers`` child); ``on_started`` is
+    called once it accepts connections."""
     async with contextlib.AsyncExitStack() as stack:
         if context is None and settings.rag_enabled:
             from parley.rag.retriever import open_retriever
@@ -166,7 +187,14 @@ async def serve_relay(
             stack.push_async_callback(retriever.aclose)
             context = retriever
         await _serve(
-            settings, host, port, limiter=limiter, context=context, reraise_signals=reraise_signals, sock=sock
+            settings,
+            host,
+            port,
+            limiter=limiter,
+            context=context,
+            reraise_signals=reraise_signals,
+            sock=sock,
+            on_started=on_started,
         )
 
 
@@ -179,9 +207,10 @@ async def _serve(
     context: ContextProvider | None,
     reraise_signals: bool,
     sock: socket.socket | None,
+    on_started: Callable[[], None] | None,
 ) -> None:
     app = create_relay_app(settings, limiter=limiter, context=context)
-    server = relay_server(app, host, port, reraise_signals=reraise_signals)
+    server = relay_server(app, host, port, reraise_signals=reraise_signals, on_started=on_started)
     # uvicorn handles SIGTERM/SIGINT from here (drain first); drop parley.aio's cancel-on-SIGTERM, which would
     # otherwise fire too and cancel the drain.
     asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
@@ -201,8 +230,11 @@ def run_relay(
     limiter: Limiter | None = None,
     context: ContextProvider | None = None,
     sock: socket.socket | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
     """``parley serve``: run the relay until SIGTERM/SIGINT, then drain."""
     from parley import aio
 
-    aio.run(serve_relay(settings, host, port, limiter=limiter, context=context, sock=sock))
+    aio.run(
+        serve_relay(settings, host, port, limiter=limiter, context=context, sock=sock, on_started=on_started)
+    )

@@ -1,9 +1,10 @@
 """``parley serve --workers N``: N relay processes on one port, each with its own event loop.
 
 The parent binds N listening sockets to the same address with ``SO_REUSEPORT`` (the kernel spreads new connections
-over them), starts one ``parley serve --fd FD`` child per socket and watches them. A child that dies is started
-again on the same socket after a back-off (connections that arrive meanwhile wait in that socket's backlog); one that
-dies within ``START_GRACE_S`` of its first start ends the command instead, as a failed start. SIGTERM / SIGINT
+over them), starts one ``parley serve --fd FD --ready-fd R`` child per socket and watches them. A child writes one
+byte on the pipe ``R`` once it accepts connections; the parent says it is listening only when every child has, and
+a child that dies before that ends the command, as a failed start. A child that dies later is started again on the
+same socket after a back-off (connections that arrive meanwhile wait in that socket's backlog). SIGTERM / SIGINT
 cancel the parent (``parley.aio``), which passes SIGTERM to every child: each drains as a lone ``parley serve``
 does, and is killed if it is not done within its shutdown grace and ``STOP_MARGIN_S``.
 
@@ -27,7 +28,7 @@ from parley.settings import Settings
 logger = logging.getLogger(__name__)
 
 BACKLOG = 2048
-START_GRACE_S = 5.0
+READY_TIMEOUT_S = 120.0  # a child imports the relay and loads its knowledge base's embedder before it serves
 STOP_MARGIN_S = 10.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 30.0
 STEADY_S = 60.0  # a child that lived this long restarts after the shortest back-off again
@@ -83,12 +84,33 @@ class Worker:
         self.starts = 0
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(self.sock.fileno(),)
-        )
+        """Start the child; returns once it accepts connections. Raises WorkersFailed if it dies first."""
+        read_end, write_end = os.pipe()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                "--ready-fd",
+                str(write_end),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(self.sock.fileno(), write_end),
+            )
+        finally:
+            os.close(write_end)  # the child holds the only write end: its exit is EOF here
         self.started_at = time.monotonic()
         self.starts += 1
-        logger.info("relay worker %d started (pid %d)", self.index, self.proc.pid)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                ready = await asyncio.to_thread(os.read, read_end, 1)
+        except TimeoutError:
+            ready = b""
+        finally:
+            os.close(read_end)
+        if not ready:
+            await self.stop(1.0)
+            code = self.proc.returncode
+            how = describe_exit(code) if code is not None else f"did not serve within {READY_TIMEOUT_S:.0f} s"
+            raise WorkersFailed(f"relay worker {self.index} {how} before it was ready")
+        logger.info("relay worker %d ready (pid %d)", self.index, self.proc.pid)
 
     async def stop(self, grace_s: float) -> None:
         proc = self.proc
@@ -108,14 +130,12 @@ class Worker:
 
 
 async def _watch(worker: Worker) -> None:
-    """Restart ``worker`` whenever it dies, with a back-off; raises ``WorkersFailed`` when it dies at its start."""
+    """Restart ``worker`` whenever it dies, with a back-off (a restart that fails counts as another death)."""
     backoff = BACKOFF_MIN_S
     while True:
         assert worker.proc is not None
         code = await worker.proc.wait()
         lived = time.monotonic() - worker.started_at
-        if worker.starts == 1 and lived < START_GRACE_S:
-            raise WorkersFailed(f"relay worker {worker.index} {describe_exit(code)} at its start")
         backoff = BACKOFF_MIN_S if lived >= STEADY_S else backoff
         logger.error(
             "relay worker %d (pid %d) %s; restarting it in %.0f s",
@@ -126,7 +146,8 @@ async def _watch(worker: Worker) -> None:
         )
         await asyncio.sleep(backoff)
         backoff = min(BACKOFF_MAX_S, backoff * 2)
-        await worker.start()
+        with contextlib.suppress(WorkersFailed):  # logged by the next turn of the loop, as a death
+            await worker.start()
 
 
 async def serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -138,8 +159,7 @@ async def serve_workers(settings: Settings, host: str, port: int, workers: int) 
     bound = sockets[0].getsockname()[1]
     pool = [Worker(i, sock, host, bound) for i, sock in enumerate(sockets)]
     try:
-        for worker in pool:
-            await worker.start()
+        await asyncio.gather(*(worker.start() for worker in pool))
         logger.info(
             "relay listening on %s:%d with %d worker processes (pid %d)", host, bound, workers, os.getpid()
         )
