@@ -299,6 +299,6 @@ async def test_build_warmup_and_close_engines(model_settings: Settings) -> None:
 
     engines = build_engines(model_settings)
     await warmup_engines(engines)
-    assert engines.tts.voices() == ["en_US-joe-medium"]
+    assert engines.tts.voices()[0] == "en_US-joe-medium"  # Piper first; Pico/espeak voices follow when installed
     assert engines.vad(VadParams()).feed(bytes(4800)) == []
     await close_engines(engines)

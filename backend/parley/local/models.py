@@ -4,18 +4,24 @@
 ``await warmup_engines(engines)`` loads them and runs each once, so the first user turn pays neither, and raises
 the engine's error (``STTFailed``, ``TTSFailed``) if a model is missing. The LLM server is not contacted: it may
 come up later, and each LLM call tries it afresh.
+
+Languages: the STT and TTS built here serve every supported language (``languages.SUPPORTED``). A session in one
+language uses ``session_engines(engines, "fr")``: the same models, with speech to text hearing French and text to
+speech speaking with the French voice unless a call says otherwise; the LLM's line is
+``languages.answer_instruction("fr")``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
 from parley.local.engines import Engines
 from parley.local.llm import OpenAIChatLLM
-from parley.local.stt import FasterWhisperSTT
-from parley.local.tts import PiperTTS
+from parley.local.stt_router import LanguageSTT
+from parley.local.tts_router import LanguageTTS
 from parley.local.vad import SileroVadFactory
 from parley.settings import Settings
 
@@ -24,20 +30,32 @@ logger = logging.getLogger(__name__)
 
 def build_engines(settings: Settings) -> Engines:
     return Engines(
-        stt=FasterWhisperSTT(settings),
-        tts=PiperTTS(settings),
+        stt=LanguageSTT(settings),
+        tts=LanguageTTS(settings),
         llm=OpenAIChatLLM(settings),
         vad=SileroVadFactory(),
     )
 
 
-async def warmup_engines(engines: Engines) -> None:
+def session_engines(engines: Engines, language: str | None) -> Engines:
+    """The engines of one session in ``language`` (None: the server's defaults). Raises
+    ``languages.UnsupportedLanguage`` (naming the supported ones) or ``TTSFailed`` (no voice for it here)."""
+    stt, tts = engines.stt, engines.tts
+    if isinstance(stt, LanguageSTT):
+        stt = stt.for_language(language)
+    if isinstance(tts, LanguageTTS):
+        tts = tts.for_language(language)
+    return dataclasses.replace(engines, stt=stt, tts=tts)
+
+
+async def warmup_engines(engines: Engines, languages: tuple[str, ...] = ("en",)) -> None:
+    """Load and run the models ``languages`` need (base Whisper and Pico only for a language other than English)."""
     t0 = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
-        if isinstance(engines.stt, FasterWhisperSTT):
-            tg.create_task(engines.stt.warmup())
-        if isinstance(engines.tts, PiperTTS):
-            tg.create_task(engines.tts.warmup())
+        if isinstance(engines.stt, LanguageSTT):
+            tg.create_task(engines.stt.warmup(languages))
+        if isinstance(engines.tts, LanguageTTS):
+            tg.create_task(engines.tts.warmup(languages))
     logger.info("engines warmed up in %.0f ms", (time.perf_counter() - t0) * 1000)
 
 
@@ -46,5 +64,5 @@ async def close_engines(engines: Engines) -> None:
     if isinstance(engines.llm, OpenAIChatLLM):
         await engines.llm.aclose()
     for engine in (engines.stt, engines.tts):
-        if isinstance(engine, FasterWhisperSTT | PiperTTS):
+        if isinstance(engine, LanguageSTT | LanguageTTS):
             await asyncio.to_thread(engine.close)

