@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", default="smollm2-135m,qwen2.5-0.5b", help="LLMs for the grounded-answer section"
     )
     rag.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    stt = bench_sub.add_parser(
+        "stt", help="speech to text: word error rate and latency per language on real recordings"
+    )
+    stt.add_argument("--langs", default="en,fr,de", help="comma-separated languages (default en,fr,de)")
+    stt.add_argument("--max-clips", type=int, default=40, help="clips per corpus and language (default 40)")
+    stt.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
     return parser
 
 
@@ -189,6 +195,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     models=[x.strip() for x in args.models.split(",") if x.strip()],
                 )
             )
+        if args.bench == "stt":
+            from parley.bench.stt import run_stt_bench
+
+            langs = [x.strip() for x in args.langs.split(",") if x.strip()]
+            return aio.run(run_stt_bench(settings, languages=langs, max_clips=args.max_clips, out=args.out))
         if args.bench == "failover":
             from parley.bench.failover import run_failover_bench
 

@@ -167,6 +167,10 @@ class FasterWhisperSTT:
         except Exception as exc:
             raise STTFailed(f"transcription failed: {exc}") from exc
 
+    def transcribe_audio(self, audio: np.ndarray, language: str | None, prompt: str | None = None) -> str:
+        """Transcribe float32 16 kHz audio on the calling thread (blocking; for benchmarks and tools)."""
+        return self._run(audio, language, prompt)
+
     async def transcribe(self, pcm: bytes, *, language: str | None = None, prompt: str | None = None) -> str:
         if len(pcm) // 2 < WIRE_RATE * MIN_AUDIO_MS // 1000:
             return ""
