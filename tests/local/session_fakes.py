@@ -1,4 +1,4 @@
-"""Fake engines and an in-process harness for ``LocalSession`` tests (no sockets, no models).
+"""Fake engines and an in-process harness for ``LocalConnection`` tests (no sockets, no models).
 
 - ``EnergyVad``: a scriptable VAD — any 10 ms frame with a sample above 1000 is speech.
 - ``ScriptedLLM``: yields scripted deltas (optionally slowly, or held after the first one until ``gate`` is set),
@@ -24,8 +24,8 @@ from typing import Any
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 
 from parley.errors import LLMUnavailable, STTFailed
+from parley.local.connection import LocalConnection
 from parley.local.engines import NO_TOOLS, Engines, LLMChunk, Message, Tooling, VadEvent, VadParams
-from parley.local.session import LocalSession
 from parley.realtime.audio import BYTES_PER_MS
 from parley.settings import Settings
 
@@ -200,7 +200,7 @@ class Harness:
         self.seen: list[dict[str, Any]] = []
         self.invalid: list[str] = []
         self._sentinels = 0
-        self.session = LocalSession(settings, engines, recv=self._inbox.get, send=self._send)
+        self.session = LocalConnection(settings, engines, recv=self._inbox.get, send=self._send)
 
     async def _send(self, text: str) -> None:
         event = json.loads(text)

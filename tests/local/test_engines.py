@@ -14,7 +14,7 @@ import pytest
 
 from parley.bench.speech import speak, speech_ms
 from parley.errors import LLMUnavailable, STTFailed
-from parley.local.engines import VadParams
+from parley.local.engines import LLMEnd, VadParams
 from parley.procs import free_port
 from parley.realtime.audio import BYTES_PER_MS
 from parley.settings import Settings
@@ -229,8 +229,12 @@ async def test_llm_streams_text_from_llama_server(llama_server: LlamaServer) -> 
 
     llm = OpenAIChatLLM(Settings(llm_base_url=llama_server.base_url, llm_model=llama_server.model_alias))
     try:
-        deltas = [d async for d in llm.stream([{"role": "user", "content": QUESTION}], max_tokens=24)]
+        chunks = [d async for d in llm.stream([{"role": "user", "content": QUESTION}], max_tokens=24)]
+        deltas = [d for d in chunks if isinstance(d, str)]
         assert deltas and "".join(deltas).strip()
+        end = chunks[-1]  # the stream's end, last and once
+        assert isinstance(end, LLMEnd) and end.finish_reason in ("stop", "length")
+        assert not any(isinstance(c, LLMEnd) for c in chunks[:-1])
         # Stopping early closes the stream; the next call works as usual.
         async with contextlib.aclosing(
             llm.stream([{"role": "user", "content": "Count to fifty."}])

@@ -1,17 +1,21 @@
-"""Preemptive generation: the adopt/discard decisions with fake engines, then inside a session (no sockets)."""
+"""Preemptive generation: the pure start/discard/adopt decisions (``Speculations``), the speculative streams with
+fake engines (``Speculation``, ``adopted_engines``), then inside a session (no sockets)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 from session_fakes import FakeSTT, ScriptedLLM, WordTTS, fake_engines, running, silence, speech
 
+from parley.local.effects import Discard, Speculate
 from parley.local.engines import Engines
-from parley.local.preemptive import Plan, Preemptor, adopted_engines
+from parley.local.plan import Plan
+from parley.local.preemptive import Speculation, adopted_engines
 from parley.local.responder import closing_stream
+from parley.local.speculation import Speculations
 
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
 
@@ -23,50 +27,18 @@ def plan(messages: list[dict[str, str]] = QUESTION, max_tokens: int = 64, audio:
     return Plan.build(messages, max_tokens, audio, None)
 
 
-@contextlib.asynccontextmanager
-async def preemptor(engines: Engines) -> AsyncIterator[Preemptor]:
-    async with asyncio.TaskGroup() as tg:
-
-        def spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-            return tg.create_task(coro, name=name)
-
-        p = Preemptor(engines, spawn)
-        try:
-            yield p
-        finally:
-            p.discard(reason="test over")
+# --- the decisions (pure) -----------------------------------------------------------------------------------------
 
 
-async def drain(stream: AsyncIterator[Any]) -> list[Any]:
-    async with closing_stream(stream) as items:
-        return [item async for item in items]
+def test_same_turn_and_plan_is_adopted() -> None:
+    s = Speculations()
+    assert s.start("item_1", WORDS, plan(), now=10.0) == [Speculate(1, plan())]
+    guess, out = s.adopt("item_1", plan(), now=10.3)
+    assert guess is not None and (guess.id, guess.started) == (1, 10.0) and out == []
+    assert s.current is None and (s.adopted, s.discarded) == (1, 0)
 
 
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
-async def test_same_turn_and_plan_is_adopted_and_serves_the_same_streams() -> None:
-    engines = fake_engines()
-    llm, tts = engines.llm, engines.tts
-    assert isinstance(llm, ScriptedLLM) and isinstance(tts, WordTTS)
-    async with preemptor(engines) as p:
-        p.start("item_1", WORDS, plan())
-        await settle()  # the speculation ran ahead: LLM read, first phrase synthesized
-        assert llm.calls == [QUESTION] and tts.spoken == ["Hello there,"]
-        spec = p.adopt("item_1", plan())
-        assert spec is not None and p.current is None and p.adopted == 1
-        view = adopted_engines(spec, engines)
-        deltas = await drain(view.llm.stream(QUESTION, max_tokens=64))
-        assert deltas == llm.deltas
-        audio = await drain(view.tts.synthesize("Hello there,"))
-        assert sum(map(len, audio)) == 2 * 100 * 48  # two words of WordTTS audio, served from the buffer
-        await drain(view.tts.synthesize("my friend."))  # later phrases go to the real engine
-        assert len(llm.calls) == 1 and tts.spoken == ["Hello there,", "my friend."]
-
-
-async def test_different_words_conversation_or_settings_discard() -> None:
+def test_different_words_conversation_or_settings_discard() -> None:
     other_words = [QUESTION[0], {"role": "user", "content": "Capital of Spain?"}]
     changed = [
         plan(other_words),  # the final transcript differs
@@ -76,82 +48,139 @@ async def test_different_words_conversation_or_settings_discard() -> None:
         plan(audio=False),
     ]
     for actual in changed:
-        engines = fake_engines()
-        engines.llm.delay_s = 0.01  # type: ignore[attr-defined]
-        async with preemptor(engines) as p:
-            p.start("item_1", WORDS, plan())
-            await asyncio.sleep(0.02)
-            assert p.adopt("item_1", actual) is None
-            assert p.current is None and p.discarded == 1
-            await settle()
-            assert engines.llm.closed == 1  # type: ignore[attr-defined]  # the LLM stream was closed
+        s = Speculations()
+        s.start("item_1", WORDS, plan(), now=0.0)
+        assert s.adopt("item_1", actual, now=0.1) == (None, [Discard(1)])
+        assert s.current is None and (s.adopted, s.discarded) == (0, 1)
 
 
-async def test_another_turn_discards_a_manual_response_adopts_only_its_exact_request() -> None:
+def test_another_turn_discards_a_manual_response_adopts_only_its_exact_request() -> None:
+    s = Speculations()
+    s.start("item_1", WORDS, plan(), now=0.0)
+    assert s.adopt("item_2", plan(), now=0.0) == (None, [Discard(1)])
+    s.start("item_1", WORDS, plan(), now=0.0)
+    # a client's response.create asking something else
+    assert s.adopt(None, plan(max_tokens=5), now=0.0) == (None, [Discard(2)])
+    assert s.discarded == 2 and s.adopted == 0
+    s.start("item_1", WORDS, plan(), now=0.0)
+    adopted, _ = s.adopt(None, plan(), now=0.0)  # the relay's response.create after the same transcript
+    assert adopted is not None and adopted.id == 3 and s.adopted == 1 and s.current is None
+
+
+def test_final_transcript_with_other_words_discards() -> None:
+    s = Speculations()
+    context = {"role": "system", "content": "Paris is the capital of France."}
+    s.start("item_1", WORDS, plan([*QUESTION, context]), now=0.0)  # the words need not be the last message
+    assert s.keep_if_words("item_1", f"  {WORDS} ") == [] and s.current is not None
+    assert s.keep_if_words("item_2", "other words") == [] and s.current is not None
+    assert s.keep_if_words("item_1", WORDS + " and more") == [Discard(1)]
+    assert s.current is None and s.discarded == 1
+
+
+def test_discard_only_hits_its_own_turn_and_start_keeps_an_equal_run() -> None:
+    s = Speculations()
+    s.start("item_1", WORDS, plan(), now=0.0)
+    first = s.current
+    assert s.start("item_1", WORDS, plan(), now=1.0) == []  # same plan: keep going
+    assert s.current is first
+    assert s.discard("item_2", reason="not mine") == [] and s.current is first
+    # a newer plan replaces it
+    assert s.start("item_1", WORDS, plan(max_tokens=5), now=2.0) == [
+        Discard(1),
+        Speculate(2, plan(max_tokens=5)),
+    ]
+    assert s.discarded == 1
+    assert s.discard("item_1", reason="speech resumed") == [Discard(2)]
+    assert s.current is None and s.discarded == 2
+
+
+def test_failed_speculation_is_kept_not_retried_and_not_adopted() -> None:
+    s = Speculations()
+    s.start("item_1", WORDS, plan(), now=0.0)
+    s.failed(99)  # another (older) one: nothing
+    assert s.current is not None and not s.current.failed
+    s.failed(1)
+    assert s.start("item_1", WORDS, plan(), now=1.0) == []  # a re-plan to the same request does not retry it
+    assert s.adopt("item_1", plan(), now=1.0) == (None, [Discard(1)])
+
+
+# --- the streams (fake engines) -----------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def speculating(engines: Engines, p: Plan | None = None) -> AsyncIterator[Speculation]:
+    spec = Speculation(p or plan(), engines)
+    async with asyncio.TaskGroup() as tg:
+        spec.task = tg.create_task(spec.run())
+        try:
+            yield spec
+        finally:
+            spec.cancel()
+
+
+async def drain(stream: AsyncIterator[Any]) -> list[Any]:
+    async with closing_stream(stream) as items:
+        return [item async for item in items]
+
+
+async def until(changed: asyncio.Event, cond: Any) -> None:
+    async with asyncio.timeout(5):
+        while not cond():
+            changed.clear()
+            await changed.wait()
+
+
+async def test_an_adopted_speculation_serves_the_same_streams() -> None:
     engines = fake_engines()
-    async with preemptor(engines) as p:
-        p.start("item_1", WORDS, plan())
-        assert p.adopt("item_2", plan()) is None
-        p.start("item_1", WORDS, plan())
-        assert p.adopt(None, plan(max_tokens=5)) is None  # a client's response.create asking something else
-        assert p.discarded == 2 and p.adopted == 0
-        p.start("item_1", WORDS, plan())
-        adopted = p.adopt(None, plan())  # the relay's response.create after the same transcript, no context
-        assert adopted is not None and p.adopted == 1 and p.current is None
+    llm, tts = engines.llm, engines.tts
+    assert isinstance(llm, ScriptedLLM) and isinstance(tts, WordTTS)
+    async with speculating(engines) as spec:
+        await until(llm.changed, lambda: llm.closed == 1)  # the speculation read the whole LLM stream ahead
+        view = adopted_engines(spec, engines)
+        deltas = await drain(view.llm.stream(QUESTION, max_tokens=64))
+        assert deltas == llm.deltas
+        audio = await drain(view.tts.synthesize("Hello there,"))
+        assert sum(map(len, audio)) == 2 * 100 * 48  # two words of WordTTS audio, served from the buffer
+        await drain(view.tts.synthesize("my friend."))  # later phrases go to the real engine
+        assert len(llm.calls) == 1 and tts.spoken == ["Hello there,", "my friend."]
 
 
-async def test_final_transcript_with_other_words_discards() -> None:
+async def test_a_discarded_speculation_closes_its_llm_stream() -> None:
     engines = fake_engines()
-    async with preemptor(engines) as p:
-        context = {"role": "system", "content": "Paris is the capital of France."}
-        p.start("item_1", WORDS, plan([*QUESTION, context]))  # the words need not be the last message
-        p.keep_if_words("item_1", f"  {WORDS} ")
-        assert p.current is not None
-        p.keep_if_words("item_1", WORDS + " and more")
-        assert p.current is None and p.discarded == 1
+    llm = engines.llm
+    assert isinstance(llm, ScriptedLLM)
+    llm.gate = asyncio.Event()  # held after the first delta
+    async with speculating(engines) as spec:
+        await until(llm.changed, lambda: llm.yielded == 1)
+        spec.cancel()
+        await until(llm.changed, lambda: llm.closed == 1)
+        assert llm.complete == [False]
 
 
-async def test_discard_only_hits_its_own_turn_and_start_keeps_an_equal_run() -> None:
+async def test_a_failed_speculation_keeps_its_error_for_the_adopter() -> None:
     engines = fake_engines()
-    async with preemptor(engines) as p:
-        p.start("item_1", WORDS, plan())
-        first = p.current
-        p.start("item_1", WORDS, plan())  # same plan: keep going
-        assert p.current is first
-        p.discard("item_2", reason="not mine")
-        assert p.current is first
-        p.start("item_1", WORDS, plan(max_tokens=5))  # a newer transcript or plan replaces it
-        assert p.current is not first and p.discarded == 1
-        p.discard("item_1", reason="speech resumed")
-        assert p.current is None and p.discarded == 2
-
-
-async def test_failed_speculation_is_not_adopted() -> None:
-    engines = fake_engines()
-    engines.llm.down = True  # type: ignore[attr-defined]
-    async with preemptor(engines) as p:
-        p.start("item_1", WORDS, plan())
-        failed = p.current
-        await settle()
-        p.start("item_1", WORDS, plan())  # a re-plan to the same request does not retry it
-        assert p.current is failed and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
-        assert p.adopt("item_1", plan()) is None
+    llm = engines.llm
+    assert isinstance(llm, ScriptedLLM)
+    llm.down = True
+    async with speculating(engines) as spec:
+        assert spec.task is not None
+        await spec.task  # does not raise into the session
+        assert spec.error is not None and "unreachable" in str(spec.error)
 
 
 async def test_adopter_stopping_early_stops_the_speculation() -> None:
     engines = fake_engines()
-    engines.llm.delay_s = 0.01  # type: ignore[attr-defined]
-    async with preemptor(engines) as p:
-        p.start("item_1", WORDS, plan())
-        spec = p.adopt("item_1", plan())
-        assert spec is not None
+    llm = engines.llm
+    assert isinstance(llm, ScriptedLLM)
+    llm.gate = asyncio.Event()
+    async with speculating(engines) as spec:
         view = adopted_engines(spec, engines)
         async with closing_stream(view.llm.stream(QUESTION, max_tokens=64)) as deltas:
             async for _ in deltas:
                 break  # barge-in
-        await settle()
-        assert spec.task is not None and spec.task.done()
-        assert engines.llm.closed == 1 and engines.llm.yielded < len(engines.llm.deltas)  # type: ignore[attr-defined]
+        assert spec.task is not None
+        await asyncio.wait([spec.task])
+        assert llm.closed == 1 and llm.yielded < len(llm.deltas)
 
 
 # --- in a session ------------------------------------------------------------------------------------------------
@@ -173,7 +202,7 @@ async def test_session_adopts_the_pause_speculation_and_sends_nothing_before_spe
         events = await h.collect_until("response.done")
         kinds = [e["type"] for e in events]
         assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("response.created")
-        assert h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.adopted == 1
         assert len(engines.llm.calls) == 1  # type: ignore[attr-defined]
         transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
         assert transcript["transcript"] == "Hello there, my friend. This is a test."
@@ -193,7 +222,7 @@ async def test_session_discards_when_speech_resumes() -> None:
     async with running(engines) as h:
         await _spoken_turn(h, pause_then_resume=True)
         await h.expect("response.done")
-        assert h.session._preempt.discarded >= 1 and h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.discarded >= 1 and h.session.protocol.speculations.adopted == 1
 
 
 async def test_session_discards_when_the_final_transcript_differs() -> None:
@@ -219,7 +248,9 @@ async def test_session_discards_when_the_final_transcript_differs() -> None:
             await h.append(chunk)
             await asyncio.sleep(0.05)
         await h.expect("response.done")
-        assert h.session._preempt.adopted == 1  # the second pause's speculation, on the new words
+        assert (
+            h.session.protocol.speculations.adopted == 1
+        )  # the second pause's speculation, on the new words
         assert engines.llm.calls[-1][-1]["content"] == "What is the capital of Spain?"  # type: ignore[attr-defined]
 
 
@@ -228,7 +259,7 @@ async def test_session_without_preemptive_generation() -> None:
     async with running(engines, preemptive_generation=False) as h:
         await _spoken_turn(h)
         await h.expect("response.done")
-        assert h.session._preempt.adopted == 0 and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
+        assert h.session.protocol.speculations.adopted == 0 and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
 
 
 async def test_without_create_response_the_clients_response_create_adopts_an_identical_request() -> None:
@@ -240,11 +271,11 @@ async def test_without_create_response_the_clients_response_create_adopts_an_ide
         await _spoken_turn(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         assert not [e for e in await h.settle() if e["type"].startswith("response.")]
-        assert h.session.state.active_response_id is None
-        assert h.session._preempt.current is not None  # kept for the client's response.create
+        assert h.session.protocol.response is None
+        assert h.session.protocol.speculations.current is not None  # kept for the client's response.create
         assert len(engines.llm.calls) == 1  # type: ignore[attr-defined]
         await h.send({"type": "response.create"})
         events = await h.collect_until("response.done")
-        assert h.session._preempt.adopted == 1 and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
+        assert h.session.protocol.speculations.adopted == 1 and len(engines.llm.calls) == 1  # type: ignore[attr-defined]
         transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
         assert transcript["transcript"] == "Hello there, my friend. This is a test."

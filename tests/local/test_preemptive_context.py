@@ -90,8 +90,8 @@ async def test_context_injected_during_the_pause_restarts_the_speculation_which_
         await stop(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
-        roles = [item.role for item in h.session.state.conversation]
-        assert h.session._preempt.adopted == 1
+        roles = [item.role for item in h.session.protocol.conversation]
+        assert h.session.protocol.speculations.adopted == 1
     # The context item came before the user item was committed: it sits before the question in the
     # conversation, so the speculation (words appended) and the response (the committed item) agree.
     assert roles == ["system", "user", "assistant"]
@@ -124,7 +124,7 @@ async def test_context_injected_after_speech_stopped_is_speculated_on_and_adopte
         if early:
             await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
-        assert h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.adopted == 1
     # The user item was committed before the context arrived: the question comes first, in both.
     adopted = [msg("system", INSTRUCTIONS), msg("user", QUESTION), msg("system", CONTEXT)]
     assert [call for call in llm.calls if msg("system", CONTEXT) in call] == [adopted]
@@ -143,7 +143,7 @@ async def test_deleting_the_previous_context_and_injecting_the_next_during_the_p
         await h.send(context_item("item_ctx1", CONTEXT))
         await answer(h)
         first_turn = len(llm.calls)
-        adopted = h.session._preempt.adopted
+        adopted = h.session.protocol.speculations.adopted
 
         llm.gate = asyncio.Event()
         stt.text = "And of Spain?"
@@ -159,7 +159,7 @@ async def test_deleting_the_previous_context_and_injecting_the_next_during_the_p
         await stop(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
-        assert h.session._preempt.adopted == adopted + 1
+        assert h.session.protocol.speculations.adopted == adopted + 1
     second_turn = llm.calls[first_turn:]
     final = [
         msg("system", INSTRUCTIONS),
@@ -188,10 +188,12 @@ async def test_context_after_response_create_is_too_late_and_starts_nothing() ->
         await h.send(context_item("item_ctx1", CONTEXT))
         await h.expect("response.done")
         await processed(h, "item_ctx1")
-        assert h.session._preempt.adopted == 1 and h.session._preempt.current is None
+        assert (
+            h.session.protocol.speculations.adopted == 1 and h.session.protocol.speculations.current is None
+        )
         assert llm.calls == [[msg("system", INSTRUCTIONS), msg("user", QUESTION)]]  # nothing speculated anew
         await answer(h)  # the next response sees the late context after the first answer, fresh
-        assert h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.adopted == 1
     assert llm.calls[1] == [
         msg("system", INSTRUCTIONS),
         msg("user", QUESTION),
@@ -213,19 +215,19 @@ async def test_context_injected_in_a_pause_then_speech_resumes_with_other_words(
         stt.text = spain
         await h.append(speech(300))  # speech resumes: the speculation is dropped
         await until(llm.changed, lambda: llm.closed == 2)
-        assert h.session._preempt.current is None
+        assert h.session.protocol.speculations.current is None
         # While the user speaks, the relay swaps the context (it retrieves on partials): no speculation.
         await h.send({"type": "conversation.item.delete", "item_id": "item_ctx1"})
         await h.send(context_item("item_ctx2", madrid))
         await processed(h, "item_ctx2")
-        assert h.session._preempt.current is None and len(llm.calls) == 2
+        assert h.session.protocol.speculations.current is None and len(llm.calls) == 2
         await h.append(silence(100))  # the second pause: the other words
         await until(llm.changed, lambda: len(llm.calls) == 3)
         llm.gate.set()
         await stop(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
-        assert h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.adopted == 1
     assert llm.calls[2] == [msg("system", INSTRUCTIONS), msg("system", madrid), msg("user", spain)]
     assert llm.complete == [False, False, True]
 
@@ -242,7 +244,7 @@ async def test_instructions_changed_during_the_pause_restart_the_speculation() -
         await stop(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
-        assert h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.adopted == 1
     assert llm.calls[1] == [msg("system", "Be brief."), msg("user", QUESTION)]
     assert llm.complete == [False, True]
 
@@ -263,5 +265,5 @@ async def test_a_relay_gets_time_to_add_context_before_the_speculation_starts() 
         await stop(h)
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
-        assert h.session._preempt.adopted == 1
+        assert h.session.protocol.speculations.adopted == 1
     assert llm.calls == [[msg("system", INSTRUCTIONS), msg("system", CONTEXT), msg("user", QUESTION)]]

@@ -172,7 +172,7 @@ async def test_manual_commit_clear_and_commit_empty() -> None:
         assert item["content"][0]["transcript"] == "What is the capital of France?"
         # Manual: no automatic answer (it would have started when the transcript came in).
         assert not [e for e in await h.settle() if e["type"].startswith("response.")]
-        assert h.session.state.active_response_id is None
+        assert h.session.protocol.response is None
 
 
 async def test_manual_mode_buffer_cap() -> None:
@@ -282,7 +282,9 @@ async def test_barge_in_cancels_at_once_and_stops_llm_and_tts() -> None:
         assert llm.closed == 1 and llm.yielded < 200
         yielded = llm.yielded
         assert not [e for e in await h.settle() if e.get("response_id") == done["id"]]
-        assert llm.yielded == yielded and h.session._response is None  # nothing runs on
+        assert (
+            llm.yielded == yielded and h.session.protocol.response is None and not h.session.generations
+        )  # nothing runs on
 
 
 async def test_response_cancel_and_errors() -> None:

@@ -1,4 +1,4 @@
-"""LocalSession with fake engines: failures of a dependency, and transcription of the speech in progress."""
+"""A local session with fake engines: failures of a dependency, and transcription of the speech in progress."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def test_stt_failure_reports_and_next_turn_works() -> None:
         assert failed["error"]["code"] == "transcription_failed"
         assert (await h.expect("error"))["error"]["code"] == "transcription_failed"
         assert not [e for e in await h.settle() if e["type"] == "response.created"]
-        assert h.session.state.active_response_id is None
+        assert h.session.protocol.response is None
         engines.stt.fail = False  # type: ignore[attr-defined]
         await h.append(speech(500) + silence(700))
         assert (await h.expect("response.done"))["response"]["status"] == "completed"

@@ -1,80 +1,31 @@
-"""Preemptive generation: start the answer while the user pauses, before ``speech_stopped``.
+"""The early answer's streams: a ``Speculation`` runs a ``Plan`` (``Speculate`` effect) before ``speech_stopped``,
+reading the LLM stream and the synthesis of the first phrase into bounded buffers; nothing is sent to the client and
+nothing is added to the conversation. Whether it is started, discarded or adopted is the protocol's decision
+(``parley.local.speculation``); this is only how it runs.
 
-With server VAD on, the transcript of the speech so far is ready soon after
-the onset of a pause (``parley.local.transcripts``), while the VAD still waits ``silence_duration_ms`` to be sure
-the turn is over. From that transcript the session builds the ``Plan`` of the response it would run if the turn
-ended now (the exact LLM messages, token cap, modalities and voice) and ``Preemptor.start`` runs a
-``Speculation``: the LLM stream and, for audio, the synthesis of the first phrase, read into bounded buffers.
-Nothing is sent to the client and nothing is added to the conversation.
-
-When the real response starts (automatic with ``create_response``; else the client's ``response.create``, e.g. the
-relay's after its context lookup) it computes its own plan and calls ``Preemptor.adopt``. Same turn, same plan, no
-failure: it gets the speculation and runs its usual pipeline on ``adopted_engines``, which serve the buffered
-deltas and audio first and then the live rest of the same streams, so the response is exactly one generated after
-``speech_stopped``, only earlier. Anything else (other words, a changed session, a manual response) discards it.
-Until the turn is answered (the user pausing, or the turn committed with no response yet), the session re-plans
-after every change of the conversation or the session (e.g. the relay injecting its context item, or deleting the
-previous turn's, during the pause) and ``start`` replaces a speculation whose plan differs, so the response finds
-the newest one. It is also discarded when speech resumes, a new utterance begins, or the turn ends without an
-automatic response. Discarding cancels its task, which closes the LLM HTTP stream (llama.cpp's server stops at
-the next token on disconnect; measured: the next request is not delayed) and the TTS stream at once.
+The adopting response (``Generate`` with ``adopt``) runs its usual pipeline on ``adopted_engines``, which serve the
+buffered deltas and audio first and then the live rest of the same streams, so the response is exactly one generated
+after ``speech_stopped``, only earlier. Cancelling a speculation's task closes the LLM HTTP stream (llama.cpp's
+server stops at the next token on disconnect; measured: the next request is not delayed) and the TTS stream at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Generic, TypeVar
 
 from parley.local.engines import NO_TOOLS, ChatLLM, Engines, LLMChunk, Message, TextToSpeech, Tooling
 from parley.local.phrases import PhraseSplitter
+from parley.local.plan import Plan
 from parley.local.responder import closing_stream
-from parley.local.response_run import ResponseSpec
 
 logger = logging.getLogger(__name__)
 
 AUDIO_CHUNKS = 32  # buffered TTS chunks of the first phrase (~6 s at Piper's 200 ms chunks); then TTS waits
 T = TypeVar("T")
-Spawn = Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What a response sends to the engines. Equal plans make equal requests, so one's output serves the other."""
-
-    messages: tuple[str, ...]  # each message as canonical JSON
-    max_tokens: int
-    audio: bool
-    tts_voice: str | None
-    tooling: Tooling = NO_TOOLS
-    speed: float = 1.0
-
-    @classmethod
-    def of(cls, spec: ResponseSpec, messages: Sequence[Message]) -> Plan:
-        return cls.build(
-            messages, spec.max_tokens, spec.audio, spec.tts_voice, spec.tools.tooling(), spec.speed
-        )
-
-    @classmethod
-    def build(
-        cls,
-        messages: Sequence[Message],
-        max_tokens: int,
-        audio: bool,
-        tts_voice: str | None,
-        tooling: Tooling = NO_TOOLS,
-        speed: float = 1.0,
-    ) -> Plan:
-        msgs = tuple(json.dumps(m, sort_keys=True) for m in messages)
-        return cls(msgs, max_tokens, audio, tts_voice, tooling, speed)
-
-    def llm_messages(self) -> list[Message]:
-        return [json.loads(m) for m in self.messages]
 
 
 class _Channel(Generic[T]):
@@ -119,11 +70,9 @@ class _Channel(Generic[T]):
 class Speculation:
     """One speculative run: LLM deltas (and the first phrase's audio) into bounded buffers, owned by its task."""
 
-    def __init__(self, item_id: str, words: str, plan: Plan, engines: Engines) -> None:
-        self.item_id = item_id
-        self.words = words  # the transcript it answers (its place in ``plan.messages`` depends on the turn)
+    def __init__(self, plan: Plan, engines: Engines, name: str = "speculation") -> None:
+        self.name = name
         self.plan = plan
-        self.started = time.monotonic()
         self.first_phrase: str | None = None
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
@@ -131,9 +80,6 @@ class Speculation:
         self._deltas: _Channel[LLMChunk] = _Channel(max(plan.max_tokens, 1) + 1)  # + the stream's end
         self._audio: _Channel[bytes] = _Channel(AUDIO_CHUNKS)
         self._phrase_known = asyncio.Event()
-
-    def age_ms(self) -> float:
-        return (time.monotonic() - self.started) * 1000.0
 
     def cancel(self) -> None:
         """Stop at once (closes the LLM and TTS streams). No-op once the run is over."""
@@ -148,7 +94,7 @@ class Speculation:
                     tg.create_task(self._speak_first())
         except* Exception as group:  # kept for the adopter; never raised into the session's TaskGroup
             self.error = group.exceptions[0]
-            logger.info("speculation for %s failed: %r", self.item_id, self.error)
+            logger.info("%s failed: %r", self.name, self.error)
         finally:
             self._deltas.close(self.error)
             self._audio.close(self.error)
@@ -250,67 +196,3 @@ def adopted_engines(spec: Speculation, engines: Engines) -> Engines:
         llm=_AdoptedLLM(spec, engines.llm),
         vad=engines.vad,
     )
-
-
-class Preemptor:
-    """At most one speculation per session, and the adopt/discard decisions about it."""
-
-    def __init__(self, engines: Engines, spawn: Spawn) -> None:
-        self._engines = engines
-        self._spawn = spawn
-        self.current: Speculation | None = None
-        self.adopted = 0
-        self.discarded = 0
-
-    def start(self, item_id: str, words: str, plan: Plan) -> None:
-        """Speculate on ``plan`` for the turn ``item_id`` heard as ``words``. Keeps the current speculation if it has
-        the same turn and plan (running, finished or failed: an unchanged plan is not retried); replaces it
-        otherwise."""
-        cur = self.current
-        if cur is not None and cur.item_id == item_id and cur.plan == plan:
-            return
-        if cur is not None:
-            same_words = cur.item_id == item_id and cur.words == words
-            self.discard(reason="plan changed" if same_words else "newer words")
-        spec = Speculation(item_id, words, plan, self._engines)
-        spec.task = self._spawn(spec.run(), f"speculation-{item_id}")
-        self.current = spec
-        logger.debug("speculating for %s on %r (%d messages)", item_id, words, len(plan.messages))
-
-    def discard(self, item_id: str | None = None, *, reason: str) -> None:
-        """Cancel the speculation (only if it is for ``item_id``, when given)."""
-        cur = self.current
-        if cur is None or (item_id is not None and cur.item_id != item_id):
-            return
-        self.current = None
-        self.discarded += 1
-        cur.cancel()
-        logger.debug("discarded the speculation for %s: %s", cur.item_id, reason)
-
-    def keep_if_words(self, item_id: str, text: str) -> None:
-        """The final transcript of ``item_id`` is known: a speculation made from other words is of no use."""
-        cur = self.current
-        if cur is not None and cur.item_id == item_id and cur.words != text.strip():
-            self.discard(reason="final transcript differs")
-
-    def adopt(self, item_id: str | None, plan: Plan) -> Speculation | None:
-        """The speculation if it made exactly this response; otherwise discard it and None. ``item_id`` is the
-        turn that triggered an automatic response, or None for a client's ``response.create``, which may adopt
-        any speculation whose request is exactly its own (equal plans make equal requests)."""
-        cur = self.current
-        if cur is None:
-            return None
-        if (item_id is None or cur.item_id == item_id) and cur.plan == plan and cur.error is None:
-            self.current = None
-            self.adopted += 1
-            logger.info("adopted the speculation for %s (started %.0f ms ago)", item_id, cur.age_ms())
-            return cur
-        why = (
-            "failed"
-            if cur.error is not None
-            else "another turn"
-            if cur.item_id != item_id
-            else "plan changed"
-        )
-        self.discard(reason=why)
-        return None

@@ -1,5 +1,5 @@
-"""The generation pipeline of one response: LLM deltas -> phrases -> TTS audio, streamed into ``ResponseRun``.
-Tool-call pieces and the stream's end (usage) go to the run as they come; only text is spoken.
+"""The generation pipeline of one response (``Generate`` effect): LLM deltas -> phrases -> TTS audio, each result
+handed to a ``Sink`` (the connection feeds them to the protocol, which makes the events). Only text is spoken.
 
 Audio mode runs two steps at once inside the response's task: the LLM reader cuts the stream into phrases and puts
 them on a small bounded queue (``PHRASE_QUEUE`` phrases; when full, the reader waits — the LLM server keeps
@@ -13,23 +13,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Protocol, TypeVar
 
-from parley.local.engines import Engines, LLMChunk, Message, ToolCallDelta
+from parley.local.engines import Engines, LLMChunk
 from parley.local.phrases import PhraseSplitter
-from parley.local.response_run import ResponseRun
+from parley.local.plan import Plan
 
 logger = logging.getLogger(__name__)
-Event = dict[str, Any]
-Emit = Callable[[list[Event]], Awaitable[None]]
 PHRASE_QUEUE = 2
 T = TypeVar("T")
 
 
-def _since(marks: dict[str, float]) -> float:
-    return (time.monotonic() - marks["start"]) * 1000
+class Sink(Protocol):
+    """Where a generation's results go, in order."""
+
+    async def llm(self, chunk: LLMChunk) -> None: ...
+
+    async def phrase(self, text: str) -> None: ...
+
+    async def audio(self, pcm: bytes) -> None: ...
+
+    async def phrase_end(self) -> None: ...
 
 
 @contextlib.asynccontextmanager
@@ -43,19 +48,14 @@ async def closing_stream(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterato
             await aclose()
 
 
-async def generate(
-    run: ResponseRun, messages: list[Message], engines: Engines, emit: Emit, marks: dict[str, float]
-) -> bool:
-    """Stream the answer into ``run``. Returns True when the LLM hit the token cap (the answer is incomplete).
-    ``marks`` receives monotonic times: ``llm_first_token``, ``first_audio``."""
-    spec = run.spec
-    llm = engines.llm.stream(messages, max_tokens=spec.max_tokens, tooling=spec.tools.tooling())
-    if not spec.audio:
+async def generate(plan: Plan, engines: Engines, sink: Sink) -> None:
+    """Stream the answer of ``plan`` into ``sink``."""
+    llm = engines.llm.stream(plan.llm_messages(), max_tokens=plan.max_tokens, tooling=plan.tooling)
+    if not plan.audio:
         async with closing_stream(llm) as chunks:
             async for chunk in chunks:
-                marks.setdefault("llm_first_token", time.monotonic())
-                await emit(_take(run, chunk))
-        return run.hit_token_cap()
+                await sink.llm(chunk)
+        return
 
     phrases: asyncio.Queue[str | None] = asyncio.Queue(maxsize=PHRASE_QUEUE)
 
@@ -63,8 +63,7 @@ async def generate(
         splitter = PhraseSplitter()
         async with closing_stream(llm) as chunks:
             async for chunk in chunks:
-                marks.setdefault("llm_first_token", time.monotonic())
-                await emit(_take(run, chunk))
+                await sink.llm(chunk)
                 if isinstance(chunk, str):
                     for phrase in splitter.feed(chunk):
                         await phrases.put(phrase)
@@ -74,16 +73,13 @@ async def generate(
 
     async def speak() -> None:
         while (phrase := await phrases.get()) is not None:
-            logger.debug("phrase at +%.0f ms: %r", _since(marks), phrase)
-            run.begin_phrase(phrase)
-            tts = engines.tts.synthesize(phrase, voice=spec.tts_voice, speed=spec.speed)
+            logger.debug("phrase: %r", phrase)
+            await sink.phrase(phrase)
+            tts = engines.tts.synthesize(phrase, voice=plan.tts_voice, speed=plan.speed)
             async with closing_stream(tts) as chunks:
                 async for pcm in chunks:
-                    if "first_audio" not in marks:
-                        marks["first_audio"] = time.monotonic()
-                        logger.debug("first audio at +%.0f ms", _since(marks))
-                    await emit(run.audio(pcm))
-            await emit(run.end_phrase())
+                    await sink.audio(pcm)
+            await sink.phrase_end()
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -91,14 +87,3 @@ async def generate(
             tg.create_task(speak())
     except BaseExceptionGroup as group:  # surface the first failure (LLMUnavailable, TTSFailed) as itself
         raise group.exceptions[0] from None
-    return run.hit_token_cap()
-
-
-def _take(run: ResponseRun, chunk: LLMChunk) -> list[Event]:
-    """One item of the LLM stream into the run: the events it makes now."""
-    if isinstance(chunk, str):
-        return run.llm_delta(chunk)
-    if isinstance(chunk, ToolCallDelta):
-        return run.tool_delta(chunk)
-    run.llm_end(chunk)
-    return []

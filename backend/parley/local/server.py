@@ -5,7 +5,7 @@ so the server comes up even while its LLM server is down); its body's ``checks.l
 answers (``llm_health``), which the relay's ``/readyz`` reports as its ``llm`` check. ``/readyz`` is 503 while the
 LLM server does not answer.
 
-The WebSocket endpoint only pumps frames into a ``LocalSession``. Any ``model`` query parameter is accepted;
+The WebSocket endpoint only pumps frames into a ``LocalConnection``. Any ``model`` query parameter is accepted;
 ``parley_events`` (or the subprotocol ``parley-events``) says whether the client gets Parley's own ``parley.*``
 events (``wants_parley_events``). The
 local server is an internal service: a Bearer key is accepted as is, unless ``PARLEY_LOCAL_API_KEY`` is set, in
@@ -31,9 +31,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from parley.local.connection import LocalConnection
 from parley.local.engines import Engines
 from parley.local.llm_health import LLMHealth
-from parley.local.session import LocalSession
 from parley.logs import log_context
 from parley.settings import Settings
 
@@ -119,7 +119,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
             text = message.get("text")
             return text if text is not None else message.get("bytes", b"")
 
-        session = LocalSession(
+        session = LocalConnection(
             settings,
             engines,
             recv=recv,
@@ -127,8 +127,8 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
             model=ws.query_params.get("model") or "parley-local",
             parley_events=parley_events,
         )
-        with log_context(session_id=session.state.session_id, user_id=None):
-            logger.info("realtime session opened (model %s)", session.state.config.model)
+        with log_context(session_id=session.protocol.session_id, user_id=None):
+            logger.info("realtime session opened (model %s)", session.protocol.config.model)
             await session.run()
             logger.info("realtime session closed")
         with contextlib.suppress(Exception):
