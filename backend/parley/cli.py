@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", default="smollm2-135m,qwen2.5-0.5b", help="LLMs for the grounded-answer section"
     )
     rag.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
+    soak = bench_sub.add_parser(
+        "soak",
+        help="N sessions for M minutes through a relay (barge-ins, bad frames, reconnects): stays flat?",
+    )
+    soak.add_argument("--sessions", type=int, default=50, help="concurrent sessions (default 50)")
+    soak.add_argument("--minutes", type=float, default=5.0, help="minutes of load (default 5)")
+    soak.add_argument("--out", default="docs/benchmarks", help="where to write the JSON and plot")
     stt = bench_sub.add_parser(
         "stt", help="speech to text: word error rate and latency per language on real recordings"
     )
@@ -200,6 +207,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             langs = [x.strip() for x in args.langs.split(",") if x.strip()]
             return aio.run(run_stt_bench(settings, languages=langs, max_clips=args.max_clips, out=args.out))
+        if args.bench == "soak":
+            from parley.bench.soak import run_soak_bench
+
+            return aio.run(
+                run_soak_bench(settings, sessions=args.sessions, minutes=args.minutes, out=args.out)
+            )
         if args.bench == "failover":
             from parley.bench.failover import run_failover_bench
 
