@@ -65,7 +65,8 @@ export async function getTicket(jwt) {
 export function openSocket(provider, ticket, hints = {}) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${location.host}/ws/voice?provider=${encodeURIComponent(provider)}`;
-  const ws = new WebSocket(url, ["realtime", `parley-ticket.${ticket}`]);
+  // "parley-events": the relay sends this page its own events too (sessions, sources, timings), not only GA ones.
+  const ws = new WebSocket(url, ["realtime", "parley-events", `parley-ticket.${ticket}`]);
   return new Promise((resolve, reject) => {
     ws.onopen = () => {
       ws.onopen = ws.onclose = ws.onerror = null;
