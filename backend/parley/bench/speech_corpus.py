@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 RATE = 16_000
 MIN_WORDS = 4
+# Typos in the shipped prompt texts (the recordings say the word right): corrected so they do not count as errors.
+ERRATA = {"présentemnet": "présentement"}
 ASTERISK_VOICES = {"en": ("en", "en_US_f_Allison"), "fr": ("fr", "fr_CA_f_June")}
 
 GERMAN_SENTENCES = (
@@ -106,6 +108,8 @@ def _prompt_texts(doc: Path) -> Iterator[tuple[str, str]]:
             if not sep or line.startswith(";") or "/" in name:
                 continue
             text = text.strip()
+            for wrong, right in ERRATA.items():
+                text = text.replace(wrong, right)
             if len(text.split()) >= MIN_WORDS and not re.search(r"[\[\]()]", text):
                 yield name.strip(), text
 

@@ -163,7 +163,7 @@ def plot(path: Path, rows: list[Row]) -> None:
     left.barh(labels, [100 * r.wer for r in rows], color=["C0" if r.human else "C7" for r in rows])
     left.set_xlabel("word error rate, %")
     left.invert_yaxis()
-    right.boxplot([[c.ms for c in r.clips] for r in rows], vert=False, tick_labels=labels)
+    right.boxplot([[c.ms for c in r.clips] for r in rows], orientation="horizontal", tick_labels=labels)
     right.set_xlabel("transcription ms per clip")
     right.invert_yaxis()
     right.set_yticklabels([])

@@ -2,7 +2,7 @@
 
 Normalising: lower case; apostrophes and hyphens split words (``l'heure`` -> ``l heure``, ``peut-être`` -> ``peut
 être``); other punctuation dropped; whole numbers 0-999 written out in the clip's language (Whisper writes "10"
-where a prompt says "ten"); accents kept (in French they tell words apart).
+where a prompt says "ten"); spelled capitals joined (``M G C P`` -> ``mgcp``); accents kept (in French they tell words apart).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 _SPLIT = re.compile(r"['’`\-‐–—/]")
 _DROP = re.compile(r"[^\w\s]")
 _NUMBER = re.compile(r"\d+")
+_SPELLED = re.compile(r"\b([A-Z])\.? (?=[A-Z]\b)")  # "M G C P" -> "MGCP", as Whisper writes it
 
 _EN_UNITS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -76,7 +77,7 @@ def number_words(n: int, language: str) -> str:
 
 
 def normalise(text: str, language: str) -> list[str]:
-    text = unicodedata.normalize("NFC", text).lower()
+    text = _SPELLED.sub(r"\1", unicodedata.normalize("NFC", text)).lower()
     text = _NUMBER.sub(lambda m: " " + number_words(int(m.group()), language) + " ", text)
     text = _SPLIT.sub(" ", text)
     return _DROP.sub(" ", text).split()

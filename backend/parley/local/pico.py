@@ -104,7 +104,7 @@ class PicoTTS(ThreadedTTS):
             return going
 
         for sentence in sentences(text):
-            body = sentence if level == 100 else f'<speed level="{level}">{sentence}</speed>'
+            body = f'<speed level="{level}">{sentence}</speed>'
             engine.speak(body, on_audio)
             if not going:
                 return
