@@ -133,7 +133,8 @@ async def test_the_token_picks_the_knowledge_base(upstream: FakeUpstream) -> Non
     store = Store()
     async with running_relay(relay_settings(upstream.url), context=store) as r:
         ws = await r.connect(
-            token("hal", parley_kb=["acme", "beta"]), path="/ws/voice?provider=local&kb=beta&parley_events=true"
+            token("hal", parley_kb=["acme", "beta"]),
+            path="/ws/voice?provider=local&kb=beta&parley_events=true",
         )
         await recv_until(ws, "session.created")
         await spoken_turn(ws)
