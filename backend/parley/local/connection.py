@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 
 from parley.local.effects import Discard, Event, Generate, Out, Speculate, StopGenerating, Transcribe
 from parley.local.engines import Engines, LLMChunk
+from parley.local.options import ProtocolOptions
 from parley.local.preemptive import Speculation, adopted_engines
-from parley.local.protocol import LocalProtocol, ProtocolOptions
+from parley.local.protocol import LocalProtocol
 from parley.local.responder import generate
 from parley.realtime.audio import BYTES_PER_MS
 from parley.settings import Settings

@@ -1,6 +1,6 @@
-"""The client events of a local voice session, one handler per event type, grouped by namespace. Each takes the
-``LocalProtocol`` and the parsed event and returns what to do (``parley.local.effects``); a ``ParleyError`` it raises
-becomes one ``error`` event. Pure: the decisions about the turn stay with the protocol's methods.
+"""The client events of a local voice session: ``decode`` a frame, then one handler per event type, grouped by
+namespace. Each takes the ``LocalProtocol`` and the parsed event and returns what to do (``parley.local.effects``);
+a ``ParleyError`` it raises becomes one ``error`` event. Pure: the decisions about the turn stay with the protocol.
 """
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from parley.errors import InvalidRequest
+from parley.errors import InvalidRequest, error_event
 from parley.local.conversation import item_from_wire
-from parley.local.effects import Out
+from parley.local.effects import Event, Out
 from parley.local.input_buffer import MIN_COMMIT_MS
 from parley.local.session_config import apply_update
 from parley.realtime import events as ce
 from parley.realtime import server_events as ev
 from parley.realtime.audio import BYTES_PER_MS, b64_to_pcm
+from parley.realtime.events import ClientEvent, event_id_of, parse_client_event
 from parley.realtime.ids import new_id
 
 if TYPE_CHECKING:
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
 
 Handler = Callable[["LocalProtocol", Any], list[Out]]
 ROUTES: dict[str, Handler] = {}
+
+
+def decode(raw: str | bytes, limit: int) -> ClientEvent | Event:
+    """A client frame as an event, or the ``error`` event that refuses it (too large, not JSON, unknown type...)."""
+    if len(raw) > limit:
+        err = InvalidRequest(
+            f"Event of {len(raw)} bytes exceeds the limit of {limit} bytes.", code="event_too_large"
+        )
+        return error_event(err)
+    try:
+        return parse_client_event(raw)
+    except InvalidRequest as err:
+        return error_event(err, event_id=event_id_of(raw))
 
 
 def _on(kind: str) -> Callable[[Handler], Handler]:
@@ -103,7 +117,7 @@ def _item_create(p: LocalProtocol, e: ce.ConversationItemCreate) -> list[Out]:
     prev = p.conversation.insert(item, e.previous_item_id)
     out: list[Out] = [ev.item_added(item.to_wire(), prev)]
     if pcm is not None:
-        out.append(p.transcription(item.id, pcm))
+        out.append(p.transcribe(item.id, pcm))
     else:
         out.append(ev.item_done(item.to_wire(), prev))
     return out

@@ -1,29 +1,36 @@
-"""The response being answered, as the protocol sees it: its spec, its events (``ResponseRun``), its phase and its
-timings. Pure; ``parley.local.protocol`` owns the one active ``Response``.
+"""The response being answered, as the protocol sees it (pure; ``parley.local.protocol`` owns one ``Answering``).
 
-Phases: ``AWAITING_TRANSCRIPTS`` (``response.created`` is out; the transcripts of its input items are still
-running, so its request is not known yet) and ``GENERATING`` (its ``Plan`` went to the engines, or was adopted from
-the speculation). ``build_spec`` turns the session config and a ``response.create``'s parameters into the
-``ResponseSpec``.
+A response is opened with ``response.created`` at once. Its phases: ``AWAITING_TRANSCRIPTS`` (the transcripts of its
+input items are still running, so its request is not known yet; given up after ``TRANSCRIPT_WAIT_S``) and
+``GENERATING`` (its ``Plan`` went to the engines as a ``Generate`` effect, adopting the speculation when the plans
+are equal). The generation's results (LLM chunks, phrases, audio) come back tagged with the response's id and become
+its events; results for a response that is no longer active are ignored. Cancelling closes it at once
+(``response.done`` cancelled, with ``StopGenerating`` first), so nothing of it is sent afterwards.
+
+Its timings (``parley.timing``) count from its turn's ``speech_stopped`` (else from its start). The idle timeout
+(``parley.local.idle``) counts from where its audio stops playing: positions on the input-audio clock
+(``input_end``) are passed in.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from parley.errors import InvalidRequest
-from parley.local.conversation import Conversation, Item, item_from_wire
+from parley.errors import ParleyError, error_event
+from parley.local.conversation import Conversation
+from parley.local.effects import Event, Generate, Out, StopGenerating
 from parley.local.engines import LLMChunk, ToolCallDelta
-from parley.local.response_run import ResponseRun, ResponseSpec
-from parley.local.session_config import OPENAI_VOICES, SessionConfig, check_modalities, check_voice
-from parley.local.tools import update_tools
-from parley.realtime import events as ce
-from parley.realtime.ids import new_id
+from parley.local.idle import IdleTimer
+from parley.local.plan import Plan
+from parley.local.response_run import ResponseRun, ResponseSpec, Status
+from parley.local.speculation import Speculations
+from parley.realtime import server_events as ev
 
-Event = dict[str, Any]
+logger = logging.getLogger(__name__)
+
 TRANSCRIPT_WAIT_S = 30.0
 
 
@@ -37,34 +44,15 @@ class Response:
     spec: ResponseSpec
     run: ResponseRun
     started: float  # clock seconds
-    base: float  # what its timings count from: its turn's speech_stopped, else its start
+    base: float  # what its timings count from
     waiting: set[str]  # items whose transcripts it waits for
     phase: ResponsePhase = ResponsePhase.AWAITING_TRANSCRIPTS
     marks: dict[str, float] = field(default_factory=dict)  # preemptive_start, llm_first_token, first_audio
-    audio_seen: bool = False
 
     @property
     def deadline(self) -> float | None:
         waits = self.phase is ResponsePhase.AWAITING_TRANSCRIPTS
         return self.started + TRANSCRIPT_WAIT_S if waits else None
-
-    def take(self, chunk: LLMChunk, now: float) -> list[Event]:
-        """One item of the LLM stream into the run: the events it makes now."""
-        self.marks.setdefault("llm_first_token", now)
-        if isinstance(chunk, str):
-            return self.run.llm_delta(chunk)
-        if isinstance(chunk, ToolCallDelta):
-            return self.run.tool_delta(chunk)
-        self.run.llm_end(chunk)
-        return []
-
-    def audio(self, pcm: bytes, now: float) -> tuple[list[Event], bool]:
-        """Audio of the current phrase; True the first time audio went out (the idle timeout counts from it)."""
-        self.marks.setdefault("first_audio", now)
-        events = self.run.audio(pcm)
-        first = not self.audio_seen and self.run.item.audio_ms > 0
-        self.audio_seen = self.audio_seen or first
-        return events, first
 
     def timings_ms(self) -> dict[str, float]:
         out = {f"{k}_ms": (v - self.base) * 1000.0 for k, v in self.marks.items()}
@@ -72,60 +60,140 @@ class Response:
         return out
 
 
-def build_spec(
-    cfg: SessionConfig,
-    params: ce.ResponseParams | None,
-    *,
-    conversation: Conversation,
-    conversation_id: str,
-    voices: Sequence[str],
-    llm_max_tokens: int,
-    event_id: str | None = None,
-    trigger: str | None = None,
-) -> ResponseSpec:
-    """The response that ``params`` (None: an automatic one after a turn) would run now. No side effects."""
-    p = params or ce.ResponseParams()
-    sent = p.model_fields_set
-    modalities = cfg.output_modalities
-    if p.output_modalities is not None:
-        modalities = check_modalities(p.output_modalities, "response.output_modalities")
-    voice = cfg.voice
-    if p.audio and p.audio.output and p.audio.output.voice is not None:
-        voice = check_voice(p.audio.output.voice, voices, "response.audio.output.voice")
-    max_out = (
-        p.max_output_tokens if "max_output_tokens" in sent and p.max_output_tokens else cfg.max_output_tokens
-    )
-    if p.conversation not in (None, "auto", "none"):
-        raise InvalidRequest(
-            "conversation must be 'auto' or 'none'.", code="invalid_value", param="response.conversation"
-        )
-    if "prompt" in sent and p.prompt is not None:
-        raise InvalidRequest(
-            "Stored prompts are not supported by the local voice server; send instructions instead.",
-            code="invalid_value",
-            param="response.prompt",
-        )
-    tools = update_tools(cfg.tools, p.tools, p.tool_choice, sent=sent, prefix="response.")
-    inputs = tuple(_input_item(conversation, i, f"response.input.{n}") for n, i in enumerate(p.input or []))
-    return ResponseSpec(
-        id=new_id("response"),
-        instructions=p.instructions if p.instructions is not None else cfg.instructions,
-        modalities=modalities,
-        voice=voice,
-        tts_voice=None if voice in OPENAI_VOICES else voice,
-        max_tokens=llm_max_tokens if max_out == "inf" else int(max_out),
-        max_output_tokens=max_out,
-        conversation_id=None if p.conversation == "none" else conversation_id,
-        input_items=inputs if p.input is not None else None,
-        metadata=p.metadata,
-        event_id=event_id,
-        trigger_item_id=trigger,
-        tools=tools,
-        speed=cfg.speed,
-    )
+class Answering:
+    def __init__(
+        self,
+        conversation: Conversation,
+        speculations: Speculations,
+        idle: IdleTimer,
+        clock: Callable[[], float],
+    ) -> None:
+        self.active: Response | None = None
+        self._conversation = conversation
+        self._speculations = speculations
+        self._idle = idle
+        self._clock = clock
 
+    def start(self, spec: ResponseSpec, *, base: float | None, pending: set[str]) -> list[Out]:
+        """``response.created`` now; the request once the transcripts of its input items (``pending`` among them)
+        are in."""
+        now = self._clock()
+        items = spec.input_items if spec.input_items is not None else tuple(self._conversation)
+        waiting = {item.id for item in items if item.id in pending}
+        r = Response(
+            spec, ResponseRun(spec, self._conversation), now, base if base is not None else now, waiting
+        )
+        self.active = r
+        self._idle.stop()
+        out: list[Out] = list(r.run.start())
+        return out if waiting else out + self._generate(r)
 
-def _input_item(conversation: Conversation, raw: Any, param: str) -> Item:
-    if isinstance(raw, ce.ItemReference):
-        return conversation.get(raw.id, param=f"{param}.id")
-    return item_from_wire(raw, param)[0]
+    def transcript_in(self, item_id: str) -> list[Out]:
+        """A final transcript came in (or failed): the response waiting for it may know its request now."""
+        r = self.active
+        if r is None or r.phase is not ResponsePhase.AWAITING_TRANSCRIPTS or item_id not in r.waiting:
+            return []
+        r.waiting.discard(item_id)
+        return [] if r.waiting else self._generate(r)
+
+    def _generate(self, r: Response) -> list[Out]:
+        spec = r.spec
+        items = list(spec.input_items) if spec.input_items is not None else None
+        plan = Plan.of(spec, self._conversation.llm_messages(spec.instructions, items))
+        guess, out = self._speculations.adopt(spec.trigger_item_id, plan, self._clock())
+        r.phase = ResponsePhase.GENERATING
+        if guess is not None:
+            r.marks["preemptive_start"] = guess.started
+        return [*out, Generate(spec.id, plan, guess.id if guess is not None else None)]
+
+    def tick(self, now: float, input_end: int) -> list[Out]:
+        r = self.active
+        if r is None or r.deadline is None or now < r.deadline:
+            return []
+        failure = ParleyError("the input transcripts did not come in time", code="transcription_failed")
+        return self._close(r, "failed", input_end, failure=failure)
+
+    # --- the generation's results -------------------------------------------------------------------------------
+
+    def _generating(self, response_id: str) -> Response | None:
+        r = self.active
+        ok = r is not None and r.spec.id == response_id and r.phase is ResponsePhase.GENERATING
+        return r if ok else None
+
+    def llm(self, response_id: str, chunk: LLMChunk) -> list[Out]:
+        r = self._generating(response_id)
+        if r is None:
+            return []
+        r.marks.setdefault("llm_first_token", self._clock())
+        if isinstance(chunk, str):
+            return list(r.run.llm_delta(chunk))
+        if isinstance(chunk, ToolCallDelta):
+            return list(r.run.tool_delta(chunk))
+        r.run.llm_end(chunk)
+        return []
+
+    def phrase(self, response_id: str, text: str) -> list[Out]:
+        r = self._generating(response_id)
+        if r is not None:
+            r.run.begin_phrase(text)
+        return []
+
+    def audio(self, response_id: str, pcm: bytes, input_end: int) -> list[Out]:
+        r = self._generating(response_id)
+        if r is None:
+            return []
+        r.marks.setdefault("first_audio", self._clock())
+        if not r.run.item.audio_ms:
+            self._idle.audio_started(input_end)  # the idle timeout counts from where it stops playing
+        return list(r.run.audio(pcm))
+
+    def phrase_end(self, response_id: str) -> list[Out]:
+        r = self._generating(response_id)
+        return list(r.run.end_phrase()) if r is not None else []
+
+    def generated(self, response_id: str, input_end: int) -> list[Out]:
+        r = self._generating(response_id)
+        if r is None:
+            return []
+        if r.run.hit_token_cap():
+            return self._close(r, "incomplete", input_end, reason="max_output_tokens")
+        return self._close(r, "completed", input_end)
+
+    def failed(self, response_id: str, exc: BaseException, input_end: int) -> list[Out]:
+        r = self._generating(response_id)
+        if r is None:
+            return []
+        if isinstance(exc, ParleyError):
+            logger.warning("response %s failed: %s", response_id, exc.message)
+            return self._close(r, "failed", input_end, failure=exc)
+        logger.error("response %s failed", response_id, exc_info=exc)
+        failure = ParleyError(f"internal error: {type(exc).__name__}")
+        return self._close(r, "failed", input_end, failure=failure)
+
+    # --- the end ----------------------------------------------------------------------------------------------
+
+    def cancel(self, reason: str, input_end: int) -> list[Out]:
+        """Cancel the active response (``turn_detected``, ``client_cancelled``): stop its generation, close it."""
+        r = self.active
+        if r is None:
+            return []
+        out: list[Out] = [StopGenerating(r.spec.id)] if r.phase is ResponsePhase.GENERATING else []
+        return out + self._close(r, "cancelled", input_end, reason=reason)
+
+    def _close(
+        self,
+        r: Response,
+        status: Status,
+        input_end: int,
+        *,
+        reason: str | None = None,
+        failure: ParleyError | None = None,
+    ) -> list[Out]:
+        self.active = None
+        self._idle.answer_ended(input_end, r.run.item.audio_ms)
+        closing: list[Event] = r.run.finish(status, reason=reason, error=failure)
+        if failure is not None:
+            closing.insert(0, error_event(failure, event_id=r.spec.event_id))
+        closing.insert(-1, ev.parley_timing(r.spec.id, **r.timings_ms()))
+        logger.info("response %s %s (%s)", r.spec.id, status, reason or "")
+        return list(closing)
