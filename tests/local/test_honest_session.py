@@ -14,7 +14,7 @@ from session_fakes import ScriptedLLM, fake_engines, running, silence, speech
 
 from parley.local.engines import LLMEnd
 from parley.local.idle import IdleTimer
-from parley.local.protocol import IDLE_NOTE
+from parley.local.responses import IDLE_NOTE
 from parley.realtime.audio import BYTES_PER_MS
 
 

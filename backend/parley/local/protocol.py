@@ -19,7 +19,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec
 
 from parley.errors import ParleyError, STTFailed, error_event
@@ -31,8 +30,6 @@ from parley.local.engines import LLMChunk, VadEvent, VadFactory, VoiceActivity
 from parley.local.idle import IdleTimer
 from parley.local.input_buffer import InputBuffer
 from parley.local.options import ProtocolOptions
-from parley.local.response_run import ResponseSpec
-from parley.local.response_spec import build_spec
 from parley.local.responses import Answering, Response
 from parley.local.session_config import SessionConfig, defaults
 from parley.local.speculation import Speculations
@@ -46,7 +43,6 @@ from parley.realtime.ids import new_id
 logger = logging.getLogger(__name__)
 
 VAD_KEEP_MS = 2_000  # idle audio kept before speech, beyond the prefix padding (covers VAD detection latency)
-IDLE_NOTE = "The user has said nothing for a while since your last answer. In one short sentence, invite them to go on."
 P = ParamSpec("P")
 
 
@@ -91,7 +87,15 @@ class LocalProtocol:
         )
         self.transcription = Transcription()
         self._idle = IdleTimer()
-        self.answering = Answering(self.conversation, self.speculations, self._idle, clock)
+        self.answering = Answering(
+            self.conversation,
+            self.speculations,
+            self._idle,
+            clock,
+            conversation_id=self.conversation_id,
+            voices=self.voices,
+            llm_max_tokens=o.llm_max_tokens,
+        )
         self._vad_factory = vad_factory
         self._vad: VoiceActivity | None = None
         self._vad_origin = 0  # absolute byte offset where the current VAD instance started
@@ -438,30 +442,12 @@ class LocalProtocol:
         turn = self.turn
         if turn is None or turn.words is None or self.response is not None:
             return []  # nothing to answer, or a response runs (this turn is not answered automatically then)
-        spec = self.response_spec(trigger=turn.item_id)
+        spec = self.answering.spec(self.config, trigger=turn.item_id)
         return list(self.early.speculate(turn, self.conversation, spec, self._clock()))
 
     @property
     def response(self) -> Response | None:
         return self.answering.active
-
-    def response_spec(
-        self,
-        params: ce.ResponseParams | None = None,
-        *,
-        event_id: str | None = None,
-        trigger: str | None = None,
-    ) -> ResponseSpec:
-        return build_spec(
-            self.config,
-            params,
-            conversation=self.conversation,
-            conversation_id=self.conversation_id,
-            voices=self.voices,
-            llm_max_tokens=self.options.llm_max_tokens,
-            event_id=event_id,
-            trigger=trigger,
-        )
 
     def start_response(
         self,
@@ -473,14 +459,20 @@ class LocalProtocol:
     ) -> list[Out]:
         """Start a response (``parley.local.responses``). The turn is answered: the response adopts or discards its
         speculation, and nothing more is speculated for it."""
-        spec = self.response_spec(params, event_id=event_id, trigger=trigger)
-        if idle:
-            spec = replace(spec, instructions=f"{spec.instructions}\n\n{IDLE_NOTE}".strip())
         turn = self.turn
         base = turn.stopped_at if turn is not None and turn.item_id == trigger else None
+        out = self.answering.start(
+            self.config,
+            params,
+            event_id=event_id,
+            trigger=trigger,
+            idle=idle,
+            base=base,
+            pending=self.transcription.pending,
+        )
         if turn is not None:
             turn.answered()
-        return self.answering.start(spec, base=base, pending=self.transcription.pending)
+        return out
 
     def cancel(self, reason: str) -> list[Out]:
         return self.answering.cancel(reason, self.buffer.end)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from parley.errors import ParleyError, error_event
 from parley.local.conversation import Conversation
@@ -26,12 +26,16 @@ from parley.local.engines import LLMChunk, ToolCallDelta
 from parley.local.idle import IdleTimer
 from parley.local.plan import Plan
 from parley.local.response_run import ResponseRun, ResponseSpec, Status
+from parley.local.response_spec import build_spec
+from parley.local.session_config import SessionConfig
 from parley.local.speculation import Speculations
+from parley.realtime import events as ce
 from parley.realtime import server_events as ev
 
 logger = logging.getLogger(__name__)
 
 TRANSCRIPT_WAIT_S = 30.0
+IDLE_NOTE = "The user has said nothing for a while since your last answer. In one short sentence, invite them to go on."
 
 
 class ResponsePhase(enum.Enum):
@@ -67,16 +71,56 @@ class Answering:
         speculations: Speculations,
         idle: IdleTimer,
         clock: Callable[[], float],
+        *,
+        conversation_id: str,
+        voices: Sequence[str],
+        llm_max_tokens: int,
     ) -> None:
         self.active: Response | None = None
         self._conversation = conversation
+        self._conversation_id = conversation_id
+        self._voices = voices
+        self._llm_max_tokens = llm_max_tokens
         self._speculations = speculations
         self._idle = idle
         self._clock = clock
 
-    def start(self, spec: ResponseSpec, *, base: float | None, pending: set[str]) -> list[Out]:
+    def spec(
+        self,
+        cfg: SessionConfig,
+        params: ce.ResponseParams | None = None,
+        *,
+        event_id: str | None = None,
+        trigger: str | None = None,
+    ) -> ResponseSpec:
+        """The response ``params`` (None: an automatic one after turn ``trigger``) would run now."""
+        return build_spec(
+            cfg,
+            params,
+            conversation=self._conversation,
+            conversation_id=self._conversation_id,
+            voices=self._voices,
+            llm_max_tokens=self._llm_max_tokens,
+            event_id=event_id,
+            trigger=trigger,
+        )
+
+    def start(
+        self,
+        cfg: SessionConfig,
+        params: ce.ResponseParams | None,
+        *,
+        event_id: str | None,
+        trigger: str | None,
+        idle: bool,
+        base: float | None,
+        pending: set[str],
+    ) -> list[Out]:
         """``response.created`` now; the request once the transcripts of its input items (``pending`` among them)
-        are in."""
+        are in. ``idle``: answering the idle timeout's silence. Raises ``InvalidRequest`` before any change."""
+        spec = self.spec(cfg, params, event_id=event_id, trigger=trigger)
+        if idle:
+            spec = replace(spec, instructions=f"{spec.instructions}\n\n{IDLE_NOTE}".strip())
         now = self._clock()
         items = spec.input_items if spec.input_items is not None else tuple(self._conversation)
         waiting = {item.id for item in items if item.id in pending}
