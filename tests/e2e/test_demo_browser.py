@@ -230,35 +230,84 @@ async def test_spoken_question_answered_played_and_interrupted(
 
 @pytest.mark.models
 async def test_speaking_over_the_answer_stops_it(parley_up: str, tmp_path: Path) -> None:
-    """Barge-in by voice: a request for a long answer, 10 s of silence (with knowledge-base passages the CPU model
-    takes ~3 s to its first audio, then the answer plays), then the user talks
-    over it. (A short answer could finish before the interruption; a step-by-step guide at 256 tokens runs far
-    longer. The default Qwen 0.5B declines to tell stories.)"""
+    """Barge-in by voice: the user asks for a long answer, and once its audio is playing talks over it.
+
+    The microphone is scripted (``SCRIPTED_MIC``): the test speaks each utterance on cue, so the interruption comes
+    while the answer plays however long the CPU model takes to its first audio. (A step-by-step guide at 256 tokens
+    runs far longer than the interruption takes.)"""
     pytest.importorskip("piper")
     from parley.bench.speech import speak
 
-    wav = write_wav(
-        tmp_path / "barge-in.wav",
-        speak(
-            "Explain step by step how to look after chickens.", lead_silence_ms=500, tail_silence_ms=10_000
-        ),
-        speak("Wait, stop please.", lead_silence_ms=0, tail_silence_ms=2500),
+    question = speak(
+        "Explain step by step how to look after chickens.", lead_silence_ms=300, tail_silence_ms=0
     )
-    async with chromium(wav) as browser:
-        context, page, problems = await new_page(browser)
-        await page.goto(f"{parley_up}/")
-        await page.click("#talk")
-        await wait_for(page, "+document.getElementById('stats').dataset.truncates >= 1", 60)
-        s = await stats(page)
-        # trimmed to what was played: some audio, never more than had arrived (all of it when TTS lags behind)
-        assert 0 < int(s["lastTruncateMs"]) <= int(s["audioMs"]), s
-        assert await page.locator(".msg.assistant.interrupted").count() == 1
-        await wait_for(page, "document.querySelectorAll('.msg.user:not(.pending)').length >= 2", 60)
-        assert "stop" in (await page.locator(".msg.user").nth(1).inner_text()).lower()
-        assert not problems, problems
-        await page.click("#talk")
-        await wait_for(page, "document.body.dataset.state === 'idle'", 10)
-        await context.close()
+    stop = speak("Wait, stop please.", lead_silence_ms=0, tail_silence_ms=0)
+    _need_browser()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context, page, problems = await new_page(browser)
+            await page.add_init_script(SCRIPTED_MIC)
+            await page.goto(f"{parley_up}/")
+            await page.click("#talk")
+            await wait_for(page, "window.__parleyMic !== undefined", 30)
+            await say(page, question)
+            # the answer is playing: at least a second of its audio has arrived
+            await wait_for(page, "+document.getElementById('stats').dataset.audioMs >= 1000", 120)
+            await say(page, stop)
+            await wait_for(page, "+document.getElementById('stats').dataset.truncates >= 1", 60)
+            s = await stats(page)
+            # trimmed to what was played: some audio, never more than had arrived (all of it when TTS lags behind)
+            assert 0 < int(s["lastTruncateMs"]) <= int(s["audioMs"]), s
+            assert await page.locator(".msg.assistant.interrupted").count() == 1
+            await wait_for(page, "document.querySelectorAll('.msg.user:not(.pending)').length >= 2", 60)
+            assert "stop" in (await page.locator(".msg.user").nth(1).inner_text()).lower()
+            assert not problems, problems
+            await page.click("#talk")
+            await wait_for(page, "document.body.dataset.state === 'idle'", 10)
+            await context.close()
+        finally:
+            await browser.close()
+
+
+# A microphone the test speaks into on cue: getUserMedia returns the stream of a Web Audio graph that plays what
+# ``window.__parleySay(base64 PCM16 24 kHz)`` queues, and silence in between.
+SCRIPTED_MIC = """
+(() => {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    if (!constraints || !constraints.audio) return original(constraints);
+    const ctx = new AudioContext({ sampleRate: 24000 });
+    await ctx.resume();
+    const out = ctx.createMediaStreamDestination();
+    let until = 0;
+    window.__parleyMic = ctx;
+    window.__parleySay = (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const pcm = new Int16Array(bytes.buffer);
+      const buffer = ctx.createBuffer(1, pcm.length, 24000);
+      const ch = buffer.getChannelData(0);
+      for (let i = 0; i < pcm.length; i++) ch[i] = pcm[i] / 32768;
+      const src = new AudioBufferSourceNode(ctx, { buffer });
+      src.connect(out);
+      const at = Math.max(ctx.currentTime + 0.05, until);
+      src.start(at);
+      until = at + buffer.duration;
+      return Math.round((until - ctx.currentTime) * 1000);
+    };
+    return out.stream;
+  };
+})();
+"""
+
+
+async def say(page: Any, pcm: bytes) -> None:
+    """Speak ``pcm`` (PCM16 24 kHz) into the scripted microphone; returns once it is queued."""
+    import base64
+
+    await page.evaluate("(b64) => window.__parleySay(b64)", base64.b64encode(pcm).decode())
 
 
 @pytest.fixture(scope="module")
