@@ -126,3 +126,13 @@ def test_the_language_picks_the_model(multilingual_stt: LanguageSTT) -> None:
     assert multilingual_stt.for_language(None).model_name == "faster-whisper/base"  # detection needs base
     with pytest.raises(UnsupportedLanguage, match=r"en \(English\), fr \(French\), de \(German\)"):
         multilingual_stt.for_language("es")
+
+
+def test_a_repeated_sentence_is_said_once() -> None:
+    """The short window's loop seen in the bench (tiny.en, a 7.6 s prompt) is cut; distinct sentences stay."""
+    from parley.local.stt import collapse_repeats
+
+    looped = "Press 2 to change folders. Press 0 for options. Press 0 for options. press 0 for options."
+    assert collapse_repeats(looped) == "Press 2 to change folders. Press 0 for options."
+    assert collapse_repeats("What? Really? What?") == "What? Really? What?"
+    assert collapse_repeats("Salut tout le monde") == "Salut tout le monde"

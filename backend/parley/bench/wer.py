@@ -15,7 +15,7 @@ from dataclasses import dataclass
 _SPLIT = re.compile(r"['’`\-‐–—/]")
 _DROP = re.compile(r"[^\w\s]")
 _NUMBER = re.compile(r"\d+")
-_SPELLED = re.compile(r"\b([A-Z])\.? (?=[A-Z]\b)")  # "M G C P" -> "MGCP", as Whisper writes it
+_SPELLED = re.compile(r"\b([A-Z])[.\-]?\s?(?=[A-Z]\b)")  # "M G C P", "M-G-C-P", "M.G.C.P." -> "MGCP"
 
 _EN_UNITS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "

@@ -40,6 +40,12 @@ class LanguageSTT:
     def model_name(self) -> str:
         return self.model_for(self._settings.stt_language)
 
+    @property
+    def model_ref(self) -> str:
+        """The models as configured (for logs and health checks): ``tiny.en+base``."""
+        refs = dict.fromkeys([self.english.model_ref, self.multilingual.model_ref])
+        return "+".join(refs)
+
     def engine_for(self, language: str | None) -> FasterWhisperSTT:
         return self.english if language == "en" else self.multilingual
 
