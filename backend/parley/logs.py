@@ -71,6 +71,31 @@ class RedactFilter(logging.Filter):
         return True
 
 
+# Lines uvicorn logs at ERROR (one with a traceback) that any client can cause: the client's fault, not the server's.
+_CLIENT_FAULTS = (_REFUSED_HANDSHAKE, "Invalid UTF-8 sequence received from client")
+
+
+class ClientFaultFilter(logging.Filter):
+    """On the ``uvicorn.error`` logger, so every handler sees it: a line a client caused (a refused handshake, a
+    text frame that is not UTF-8) becomes INFO without a traceback, and counts as a refusal (rationed by
+    ``RefusalRateLimit``), so nobody can fill the error log from outside."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if isinstance(msg, str) and msg.startswith(_CLIENT_FAULTS):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+            record.refusal = True
+        return True
+
+
+def install_client_fault_filter() -> None:
+    """Install ``ClientFaultFilter`` on ``uvicorn.error`` (once)."""
+    log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ClientFaultFilter) for f in log.filters):
+        log.addFilter(ClientFaultFilter())
+
+
 _UVICORN_WS_403 = '%s - "WebSocket %s" 403'
 # uvicorn's (and websockets', under uvicorn's logger) lines about an answered handshake: where their status is.
 _UVICORN_STATUS_AT = {
@@ -164,6 +189,7 @@ def setup_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s%(tag)s %(message)s"))
+    install_client_fault_filter()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

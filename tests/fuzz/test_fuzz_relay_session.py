@@ -213,15 +213,9 @@ def test_client_frames_interleaved_with_upstream_events(data: st.DataObject) -> 
         assert not session.closed
 
 
-# --- crashes found by this suite in relay/session.py (owned elsewhere): documented, not fixed here -------------
+# --- crashes this suite found in relay/session.py, fixed: regressions -------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RelaySession._u_item_added iterates item.content and joins its texts unchecked: an upstream user "
-    "item whose content is not a list, or whose text is not a string, raises TypeError out of on_upstream_text "
-    "(the runtime's upstream reader dies; the session ends with 1011)",
-)
 @pytest.mark.parametrize(
     "item",
     [
@@ -236,21 +230,11 @@ def test_upstream_item_with_wrong_content_types_does_not_raise(item: dict[str, A
     session.on_upstream_text(json.dumps({"type": "conversation.item.added", "item": item}), 2.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RelaySession.on_upstream_text catches only ValueError from json.loads: an upstream frame of a type "
-    "it handles that nests deeper than the recursion limit raises RecursionError",
-)
 def test_deeply_nested_upstream_frame_does_not_raise() -> None:
     session = make_session()
     session.on_upstream_text('{"type":"error","x":' + "[" * 100_000 + "]" * 100_000 + "}", 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RelaySession.on_client_text compares the frame's length in characters with max_frame_bytes: a frame "
-    "of multi-byte characters up to 4x the byte limit is accepted (PARLEY_MAX_FRAME_BYTES says bytes)",
-)
 def test_frame_over_the_byte_limit_in_multibyte_characters_is_refused() -> None:
     session = make_session()
     text = '{"type":"input_audio_buffer.append","audio":"' + "é" * (LIMIT - 100) + '"}'

@@ -237,12 +237,6 @@ async def test_invalid_utf8_text_frame_is_closed_1007_and_cleaned_up(upstream: F
         await settled(relay, tasks_before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn (websockets-sansio) logs 'Invalid UTF-8 sequence received from client.' at ERROR on "
-    "uvicorn.error: any client can fill the error log with one frame per connection (as the refused-handshake "
-    "line could, issue 8 item 11); parley.logs should lower it to INFO",
-)
 async def test_invalid_utf8_text_frame_is_not_logged_as_an_error(upstream: FakeUpstream) -> None:
     with error_logs() as logged:
         async with running_relay(settings_for(upstream.url)) as relay:

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from parley.logs import install_client_fault_filter
 from parley.relay.auth import JWTVerifier
 from parley.relay.context import ContextProvider, NoContext
 from parley.relay.demo import demo_ticket_endpoint
@@ -148,6 +149,7 @@ def relay_server(
 ) -> RelayServer:
     state: RelayState = app.state.relay
     settings = state.settings
+    install_client_fault_filter()  # uvicorn's ERROR lines that any client can cause become rationed INFO
     tls = server_files(settings)
     if tls is not None:  # HTTPS and WSS: phones give pages the microphone only over https
         config = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key), **config}

@@ -260,7 +260,10 @@ class RelaySession:
 
     @_ordered
     def on_client_text(self, text: str, now: float) -> list[Action]:
-        if len(text) > self.cfg.max_frame_bytes:
+        limit = self.cfg.max_frame_bytes
+        if len(text) > limit or (
+            len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+        ):
             return [
                 self._error(
                     InvalidRequest(f"frame over {self.cfg.max_frame_bytes} bytes", code="frame_too_large")
@@ -370,8 +373,8 @@ class RelaySession:
             return self._passed_on(type_, text)
         try:
             ev = json.loads(text)
-        except ValueError:
-            logger.warning("upstream sent a frame that is not JSON; dropped")
+        except (ValueError, RecursionError):
+            logger.warning("upstream sent a frame that is not JSON (or nests too deep); dropped")
             return []
         type_ = str(ev.get("type")) if isinstance(ev, dict) else ""
         handler = self._upstream.get(type_)
@@ -478,8 +481,13 @@ class RelaySession:
         out: list[Action] = [ToClient(text)]
         if not self._pending_text or not isinstance(item, dict) or item.get("role") != "user":
             return out
-        parts = item.get("content") or []
-        texts = [p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "input_text"]
+        parts = item.get("content")
+        parts = parts if isinstance(parts, list) else []
+        texts = [
+            p["text"]
+            for p in parts
+            if isinstance(p, dict) and p.get("type") == "input_text" and isinstance(p.get("text"), str)
+        ]
         item_id = str(item.get("id") or "")
         if not texts or (item_id and item_id in self._seen_text_items):
             return out
