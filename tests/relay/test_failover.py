@@ -17,6 +17,8 @@ import websockets
 from relay_fakes import TRANSCRIPT, FakeUpstream, fake_upstream
 from relay_harness import Relay, recv_until, relay_settings, running_relay, token
 
+UPSTREAM_QUERY = "?model=parley-local&parley_events=true"  # what the relay adds to a local upstream's URL
+
 APPEND = json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\0" * 4800).decode()})
 COMMIT = json.dumps({"type": "input_audio_buffer.commit"})
 RESPONSE_CREATE = json.dumps({"type": "response.create"})
@@ -59,7 +61,7 @@ async def test_a_dead_pool_member_moves_the_session_and_the_next_turn_is_answere
                 ("assistant", "w0 w1 w2"),
             ]
             pool = relay.state.upstreams.pool_of("local")
-            assert (pool.load(a.url + "?model=parley-local"), pool.load(b.url + "?model=parley-local")) == (
+            assert (pool.load(a.url + UPSTREAM_QUERY), pool.load(b.url + UPSTREAM_QUERY)) == (
                 0,
                 1,
             )

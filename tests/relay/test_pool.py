@@ -52,4 +52,5 @@ def test_urls_from_settings() -> None:
     settings = Settings(local_realtime_url=f"{A},{B}", local_model="m")
     assert local_upstream_urls(settings) == [A, B]
     cfg = provider_config(settings, "local")
-    assert cfg.urls == (f"{A}?model=m", f"{B}?model=m") and cfg.url == cfg.urls[0]
+    assert cfg.urls == (f"{A}?model=m&parley_events=true", f"{B}?model=m&parley_events=true")
+    assert cfg.url == cfg.urls[0]

@@ -121,7 +121,8 @@ async def run_failover_bench(
             for n in range(kills):
                 headers = {"Authorization": f"Bearer {mint(relay_settings, f'failover-{n}')}"}
                 async with connect(
-                    f"ws://127.0.0.1:{port}/ws/voice?provider=local", additional_headers=headers
+                    f"ws://127.0.0.1:{port}/ws/voice?provider=local&parley_events=true",
+                    additional_headers=headers,
                 ) as ws:
                     await _until(ws, "parley.session", status="active")
                     await ws.send(APPEND)

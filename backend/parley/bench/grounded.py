@@ -207,7 +207,9 @@ async def _session_ask(
     client = AsyncOpenAI(base_url=f"{relay}/v1", api_key=token)
     try:
         async with asyncio.timeout(timeout_s * len(texts)):
-            async with client.realtime.connect(model="parley-local") as conn:
+            # parley.context (the sources) and parley.session come only to clients that ask for them
+            connect = client.realtime.connect(model="parley-local", extra_query={"parley_events": "true"})
+            async with connect as conn:
                 while True:  # the relay's first word; items sent after it follow its session.update upstream
                     first = await _recv(conn)
                     if first.get("type") == "parley.session":

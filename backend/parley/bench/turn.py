@@ -267,4 +267,4 @@ async def _parley_up(settings: Settings, env: dict[str, str] | None = None) -> A
     argv = [sys.executable, "-m", "parley.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
     async with ChildProcess("parley-up", argv, env=env, ready_url=f"http://127.0.0.1:{port}/readyz"):
         token = mint_token(settings.model_copy(update={"jwt_secret": SecretStr(secret)}), "bench", ttl_s=3600)
-        yield f"ws://127.0.0.1:{port}/v1/realtime?provider=local", token
+        yield f"ws://127.0.0.1:{port}/v1/realtime?provider=local&parley_events=true", token

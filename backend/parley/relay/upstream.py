@@ -41,10 +41,12 @@ class ProviderConfig:
     ] = ()  # the provider's pool (``url`` is the member to connect to); empty: just ``url``
 
 
-def _with_model(url: str, model: str) -> str:
+def _with_model(url: str, model: str, **extra: str) -> str:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     query.setdefault("model", model)
+    for key, value in extra.items():
+        query.setdefault(key, value)
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -72,7 +74,11 @@ def provider_config(settings: Settings, provider: str) -> ProviderConfig:
         )
     if provider == "local":
         local_key = settings.local_api_key.get_secret_value()
-        urls = tuple(_with_model(u, settings.local_model) for u in local_upstream_urls(settings))
+        # Parley's local voice server sends its own events (parley.pause_transcript, parley.timing) only to clients
+        # that ask; the relay reads them (speculative retrieval) and passes them on only to clients that asked.
+        urls = tuple(
+            _with_model(u, settings.local_model, parley_events="true") for u in local_upstream_urls(settings)
+        )
         return ProviderConfig(
             name="local",
             url=urls[0] if urls else "",
