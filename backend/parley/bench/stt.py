@@ -76,6 +76,13 @@ class Row:
     def ms(self, q: float) -> float:
         return percentile([c.ms for c in self.clips], q)
 
+    def by_speaker(self) -> dict[str, float]:
+        speakers = sorted({c.speaker for c in self.clips})
+        return {
+            name: corpus_wer([Score(c.errors, c.words) for c in self.clips if c.speaker == name])
+            for name in speakers
+        }
+
     def summary(self) -> dict[str, Any]:
         speakers = sorted({c.speaker for c in self.clips})
         return {
@@ -199,14 +206,14 @@ def report(rows: list[Row], out: Path, setup: str) -> None:
     png = out / "stt.png"
     plot(png, rows)
     table = md_table(
-        ["option", "language", "speech", "clips", "speakers", "WER %", "p50 ms", "p95 ms"],
+        ["option", "language", "speech", "clips", "speakers (WER %)", "WER %", "p50 ms", "p95 ms"],
         [
             [
                 r.option,
                 r.language,
                 "human" if r.human else "synthetic",
                 len(r.clips),
-                ", ".join(sorted({c.speaker for c in r.clips})),
+                ", ".join(f"{name} {100 * wer:.1f}" for name, wer in r.by_speaker().items()),
                 100 * r.wer,
                 r.ms(50),
                 r.ms(95),
