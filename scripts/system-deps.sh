@@ -5,6 +5,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the demo page's browser test (driven by Playwright)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # the Node openai SDK's test (tests/e2e/node)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)  # the fallback French/German voice
 if [ "${#need[@]}" -eq 0 ]; then
   exit 0
 fi
