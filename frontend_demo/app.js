@@ -15,6 +15,7 @@ const ui = {
   textForm: $("text-form"),
   text: $("text"),
   provider: $("provider"),
+  language: $("language"),
   jwt: $("jwt"),
   stats: $("stats"),
 };
@@ -99,6 +100,7 @@ class Session {
     ws.onmessage = (e) => this.onEvent(JSON.parse(e.data));
     ws.onclose = (e) => this.onClose(e);
     if (this.stopped) return ws.close(1000, "user stopped");
+    this.sendLanguage();
     setState("live", `Connected · ${provider}`);
     try {
       const mic = await Mic.open(this.ctx, (pcm) => this.sendAudio(pcm));
@@ -114,6 +116,12 @@ class Session {
 
   send(event) {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(event));
+  }
+
+  // The language the user speaks; the assistant hears and answers in it (from the next turn when changed).
+  sendLanguage() {
+    const language = ui.language.value;
+    this.send({ type: "session.update", session: { type: "realtime", audio: { input: { transcription: { language } } } } });
   }
 
   sendAudio(pcm) {
@@ -300,5 +308,10 @@ ui.textForm.addEventListener("submit", (e) => {
 ui.provider.value = saved.get("provider") || "local";
 ui.jwt.value = saved.get("jwt") || "";
 ui.provider.addEventListener("change", () => saved.set("provider", ui.provider.value));
+ui.language.value = saved.get("language") || "en";
+ui.language.addEventListener("change", () => {
+  saved.set("language", ui.language.value);
+  session?.sendLanguage();
+});
 ui.jwt.addEventListener("change", () => saved.set("jwt", ui.jwt.value.trim()));
 window.addEventListener("pagehide", () => session?.stop());
