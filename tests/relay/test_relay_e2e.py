@@ -30,7 +30,10 @@ async def test_sdk_spoken_turn_through_the_relay_to_the_local_voice_server(local
     pcm = speak("What time does the library open?", lead_silence_ms=300, tail_silence_ms=1200)
     async with running_relay(relay_settings(local_voice_url), context=_Library()) as relay:
         client = AsyncOpenAI(base_url=f"{relay.http}/v1", api_key=token("e2e-speaker"))
-        async with client.realtime.connect(model="parley-local") as conn:
+        events_query = {
+            "parley_events": "true"
+        }  # parley.context and parley.turn come only to clients that ask
+        async with client.realtime.connect(model="parley-local", extra_query=events_query) as conn:
             chunk = 4800  # 100 ms
             for i in range(0, len(pcm), chunk):
                 await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + chunk]).decode())
@@ -58,7 +61,10 @@ async def test_openai_provider_path_against_a_local_voice_server(local_voice_url
     # PARLEY_OPENAI_REALTIME_URL pointed at a local voice server: the relay's openai code path, for real
     async with running_relay(relay_settings(local_voice_url)) as relay:
         client = AsyncOpenAI(base_url=f"{relay.http}/v1", api_key=token("e2e-typist"))
-        async with client.realtime.connect(model="gpt-realtime") as conn:
+        async with client.realtime.connect(
+            model="gpt-realtime", extra_query={"parley_events": "true"}
+        ) as conn:
+            assert json.loads(await conn.recv_bytes())["type"] == "session.created"  # always the first frame
             info = json.loads(await conn.recv_bytes())
             assert info["type"] == "parley.session" and info["provider"] == "openai"
             item = {

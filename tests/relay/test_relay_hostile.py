@@ -32,6 +32,7 @@ async def test_nested_surrogate_and_duplicate_key_frames_leave_the_session_worki
             assert err["error"]["code"] == "invalid_json"
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hours?"}]}
         await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        await ws.send(json.dumps({"type": "response.create"}))
         done, _ = await recv_until(ws, "response.done")
         assert done["response"]["status"] == "completed"
         await ws.close()

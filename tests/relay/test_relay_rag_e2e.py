@@ -124,7 +124,9 @@ async def test_a_spoken_question_is_answered_from_the_knowledge_base(
         relay_settings(qwen_voice_url), context=retriever, upstream_factory=recording
     ) as relay:
         client = AsyncOpenAI(base_url=f"{relay.http}/v1", api_key=token("rag-speaker"))
-        async with client.realtime.connect(model="parley-local") as conn:
+        async with client.realtime.connect(
+            model="parley-local", extra_query={"parley_events": "true"}
+        ) as conn:
             async with asyncio.TaskGroup() as tg:  # a failure of either side ends the other
                 tg.create_task(spoken(conn, pcm, relay))
                 receiver = tg.create_task(events_until_done(conn, within_s=120))

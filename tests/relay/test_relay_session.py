@@ -9,6 +9,7 @@ from typing import Any
 from pure_session import opened
 
 from parley.relay.context import Context, Passage
+from parley.relay.policy import Policy
 from parley.relay.session import (
     CloseSession,
     FetchContext,
@@ -94,7 +95,7 @@ def test_events_outside_the_allowlist_get_event_not_allowed_and_the_session_live
         ev("response.create", response={"input": []}),
         ev("response.create", response={"conversation": "none"}),
         ev("response.create", response={"prompt": {"id": "pmpt_1"}}),
-        ev("conversation.item.create", item={"type": "message", "role": "system", "content": []}),
+        ev("conversation.item.create", item={"type": "message", "role": "developer", "content": []}),
         ev(
             "conversation.item.create",
             item={"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "AAAA"}]},
@@ -426,3 +427,14 @@ def test_failover_fails_the_answer_in_flight_then_replays_what_was_heard_into_th
     assert [a for a in ready if isinstance(a, UpstreamMoved)] == [UpstreamMoved("local", "local", 0.25)]
     again = to_client(s.on_upstream_text(ev("session.updated", session={}), 103))
     assert [e["type"] for e in again] == ["session.updated"]  # unasked-for: shown, but moved only once
+
+
+def test_a_system_message_is_the_clients_only_when_the_policy_lets_it_set_instructions() -> None:
+    item = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be terse."}]}
+    frame = ev("conversation.item.create", item=item)
+    assert to_upstream(make().on_client_text(frame, 101.0)) == [json.loads(frame)]  # Pipecat sends these
+    locked = make(policy=Policy(fields=("audio.output.voice",)))
+    (err,) = to_client(locked.on_client_text(frame, 101.0))
+    assert err["error"]["code"] == "event_not_allowed" and not to_upstream(
+        locked.on_client_text(frame, 101.0)
+    )

@@ -41,13 +41,13 @@ logger = logging.getLogger(__name__)
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 EVENTS_SUBPROTOCOL = "parley-events"
-PARLEY_EVENTS_DEFAULT = True  # the relay reads parley.pause_transcript; it does not ask for them yet
+PARLEY_EVENTS_DEFAULT = False  # a pure GA stream unless asked; the relay asks (it reads parley.pause_transcript)
 
 
 def wants_parley_events(subprotocols: list[str], query: str | None) -> bool:
     """Parley's own events (``parley.*``) for this client: ``?parley_events=true|false`` or the subprotocol
-    ``parley-events``; without either, ``PARLEY_EVENTS_DEFAULT``. Strict GA clients (the Agents SDK validates
-    every event) connect with ``?parley_events=false``."""
+    ``parley-events``; without either, ``PARLEY_EVENTS_DEFAULT`` (none: strict GA clients such as the Agents SDK,
+    which validates every event, see nothing they cannot parse)."""
     if EVENTS_SUBPROTOCOL in subprotocols:
         return True
     if query is not None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.relay import wire
 from parley.relay.policy import Policy
+
+if TYPE_CHECKING:
+    from parley.relay.injection import Lookup
 
 # --- actions ----------------------------------------------------------------------------------------------
 
@@ -105,6 +108,11 @@ class Turn:
     question: str = ""  # the user's words
     query: str = ""  # what was looked up (with the previous question for a follow-up)
     awaiting_speculation: bool = False  # waits for a running speculative lookup of the same words
+    typed: bool = False  # a user text item: answered only once the client asks (response.create)
+    client_asked: bool = False
+    ready: tuple[Lookup, bool] | None = (
+        None  # a typed turn's lookup (and whether speculative), while it waits
+    )
 
     def timings_ms(self) -> dict[str, float | None]:
         def rel(t: float | None) -> float | None:

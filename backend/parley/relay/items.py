@@ -21,7 +21,7 @@ from parley.errors import InvalidRequest, NotAllowed
 RESERVED_PREFIX = "parley_"
 MAX_OUTPUT_CHARS = 100_000
 
-ItemKind = Literal["user_text", "assistant_text", "function_call", "function_call_output"]
+ItemKind = Literal["user_text", "assistant_text", "system_text", "function_call", "function_call_output"]
 
 
 def _reserved(value: Any) -> bool:
@@ -69,9 +69,9 @@ def check_item_create(ev: dict[str, Any]) -> tuple[ItemKind, str]:
             return "user_text", _parts(item.get("content"), "input_text")
         if role == "assistant":
             return "assistant_text", _parts(item.get("content"), "output_text")
-        raise NotAllowed(
-            "only user and assistant messages may be created through the relay", param="item.role"
-        )
+        if role == "system":  # allowed when the policy lets clients set instructions (the session checks)
+            return "system_text", _parts(item.get("content"), "input_text")
+        raise NotAllowed("only user, assistant and system messages may be created", param="item.role")
     if kind == "function_call_output":
         if not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str):
             raise InvalidRequest("function_call_output needs call_id and output strings", param="item")

@@ -13,7 +13,9 @@ Every GA session field is in one of four kinds:
   is what the client gets and is accepted; ``false`` is refused. ``transcription: null`` and
   ``turn_detection: null`` are refused (turns and their transcripts drive the knowledge base).
 - **connection-level**: ``model`` and ``tracing`` are chosen by the relay (``?model=``/``?provider=``, the operator's
-  account). Accepted, never forwarded; ``session.updated`` shows what applies.
+  account), the transcription model by the upstream (the local server's faster-whisper). Accepted, never forwarded;
+  ``session.updated`` shows what applies (Pipecat's own example sends a transcription model, and treats any
+  ``error`` as fatal).
 
 Instructions: the client's are appended to the operator's (``append``) or replace them (``replace``); the client is
 shown only its own instructions, never the operator's.
@@ -36,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 # the operator's default (PARLEY_RELAY_CLIENT_SESSION_FIELDS)
 DEFAULT_CLIENT_FIELDS: tuple[str, ...] = tuple(Settings.model_fields["relay_client_session_fields"].default)
-CONNECTION_FIELDS = frozenset({"model", "tracing"})
+# Chosen by the relay and its upstream, accepted and never forwarded; session.updated shows what applies.
+CONNECTION_FIELDS = frozenset({"model", "tracing", "audio.input.transcription.model"})
 # Every field of a GA ``session`` a client may send (anything else is refused as unknown).
 KNOWN = frozenset(DEFAULT_CLIENT_FIELDS) | {
     "type",

@@ -95,9 +95,10 @@ class RelaySession:
         self._turn: Turn | None = None
         self._seq = 0
         self._pending_text = 0  # client text items sent upstream, not yet confirmed
-        # The relay answers a typed user item itself; the client's own response.create for it is folded, whenever
-        # it comes (one per typed item; a spoken turn clears it).
-        self._owes_create = False
+        # A typed user item is answered as the GA API does, only when the client asks (response.create): the relay
+        # looks its context up from the item's confirmation, and sends its own response.create (context first)
+        # once both the lookup and the client's request are in. A request that comes before the confirmation:
+        self._early_create = False
         self._seen_text_items: set[str] = set()
         self._ctx = ContextItems(speculative=cfg.rag_speculative, max_chars=cfg.rag_max_passage_chars)
         self._last_user_text: str | None = None
@@ -159,7 +160,9 @@ class RelaySession:
     @property
     def busy(self) -> bool:
         """An answer is being prepared or spoken (drain waits for this to clear)."""
-        return self.response_active or (self._turn is not None and self._turn.t1 is not None)
+        turn = self._turn
+        waits_for_client = turn is not None and turn.typed and not turn.client_asked
+        return self.response_active or (turn is not None and turn.t1 is not None and not waits_for_client)
 
     def next_deadline(self) -> float:
         deadline = self.end_at
@@ -334,25 +337,29 @@ class RelaySession:
 
     def _c_item_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         kind, words = items.check_item_create(ev)
+        if kind == "system_text" and not self.cfg.policy.allows("instructions"):
+            raise NotAllowed("system messages are the operator's: clients may not add instructions here")
         if kind == "user_text" and words:
             self._pending_text += 1
-            self._owes_create = True
         self.last_activity = now
         return [ToUpstream(text)]
 
     def _c_response_create(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         params = self._sync.client.response(ev.get("response"))
         turn = self._turn
-        owed, self._owes_create = self._owes_create, False
-        if (
-            self.draining
-            or owed
-            or self._pending_text
-            or (turn is not None and turn.t1 is not None and not turn.requested)
-        ):
+        if turn is not None and turn.typed and not turn.client_asked and not turn.requested:
+            # the request for a typed item the relay is looking up: answered once the lookup is in
+            turn.client_asked, self._folded = True, params  # its metadata etc. go with the relay's request
+            if turn.ready is None:
+                return []
+            lookup, reused = turn.ready
+            return self._answer(turn, lookup, now, reused=reused)
+        if self._pending_text:  # asked before the upstream confirmed the item: the turn starts asked
+            self._early_create, self._folded = True, params
+            return []
+        if self.draining or (turn is not None and turn.t1 is not None and not turn.requested):
             logger.debug("client response.create folded into the relay's turn")
-            if turn is None or not turn.requested:
-                self._folded = params  # its metadata etc. go with the relay's response.create
+            self._folded = params
             return []
         if params != ev.get("response", {}):
             return [ToUpstream(wire.dumps({**ev, "response": params}))]
@@ -418,7 +425,7 @@ class RelaySession:
 
     def _u_speech_started(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
         out: list[Action] = [ToClient(text)]
-        self._owes_create, self._folded = False, {}
+        self._early_create, self._folded = False, {}
         if self.response_active and not self.cfg.self_interrupts:
             out.append(ToUpstream(wire.client_event("response.cancel")))
         if self._turn is not None and not self._turn.requested:
@@ -496,6 +503,7 @@ class RelaySession:
         self._pending_text -= 1
         self._heard.user(" ".join(texts), item_id or None)
         turn = self._new_turn(now)
+        turn.typed, turn.client_asked, self._early_create = True, self._early_create, False
         return out + self._begin_turn(turn, " ".join(texts).strip(), now)
 
     def _u_response_created(self, ev: dict[str, Any], text: str, now: float) -> list[Action]:
@@ -625,7 +633,11 @@ class RelaySession:
         return out + self._answer(turn, lookup, now, reused=False)
 
     def _answer(self, turn: Turn, lookup: Lookup, now: float, *, reused: bool) -> list[Action]:
-        """Make the context item match this turn's lookup, tell the client, ask the upstream to answer."""
+        """Make the context item match this turn's lookup, tell the client, ask the upstream to answer (a typed
+        turn: once the client has asked too)."""
+        if turn.typed and not turn.client_asked:
+            turn.ready = (lookup, reused)
+            return []
         turn.t2 = now
         turn.requested = True
         out: list[Action] = list(self._ctx.apply(lookup))
