@@ -271,6 +271,7 @@ async def _call_tool(send: Any, rid: str, name: str) -> dict[str, Any]:
     item = {"id": f"item_fc{rid}", "type": "function_call", "call_id": f"call_{rid}", "name": name}
     where = {"response_id": rid, "item_id": item["id"], "output_index": 0, "call_id": item["call_id"]}
     await send("response.output_item.added", response_id=rid, output_index=0, item={**item, "arguments": ""})
+    await send("conversation.item.added", item={**item, "arguments": ""})  # Pipecat tracks calls from this
     await send("response.function_call_arguments.delta", **where, delta=args[:9])
     await send("response.function_call_arguments.delta", **where, delta=args[9:])
     await send("response.function_call_arguments.done", **where, name=name, arguments=args)
