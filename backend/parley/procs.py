@@ -161,7 +161,7 @@ class ChildProcess:
         ready_timeout_s: float = 120.0,
         stop_timeout_s: float = 10.0,
         log_path: str | Path | None = None,
-        ready_verify: ssl.SSLContext | bool = True,  # an https ready_url's trust (e.g. a self-signed certificate)
+        ready_verify: ssl.SSLContext | bool = True,  # trust for an https ready_url (self-signed)
     ) -> None:
         self.name = name
         self.ready_verify = ready_verify

@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 EVENTS_SUBPROTOCOL = "parley-events"
-PARLEY_EVENTS_DEFAULT = False  # a pure GA stream unless asked; the relay asks (it reads parley.pause_transcript)
+# A pure GA stream unless asked; the relay asks (it reads parley.pause_transcript).
+PARLEY_EVENTS_DEFAULT = False
 
 
 def wants_parley_events(subprotocols: list[str], query: str | None) -> bool:
