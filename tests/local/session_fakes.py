@@ -140,6 +140,7 @@ class WordTTS:
     def __init__(self) -> None:
         self.spoken: list[str] = []
         self.speeds: list[float] = []
+        self.languages: list[str | None] = []
         self.stopped = 0
         self.finished = 0
         self.delay_s = 0.0
@@ -148,10 +149,11 @@ class WordTTS:
         return ["en_US-joe-medium"]
 
     async def synthesize(
-        self, text: str, *, voice: str | None = None, speed: float = 1.0
+        self, text: str, *, voice: str | None = None, speed: float = 1.0, language: str | None = None
     ) -> AsyncIterator[bytes]:
         self.spoken.append(text)
         self.speeds.append(speed)
+        self.languages.append(language)
         total = round(100 / speed) * len(text.split()) * BYTES_PER_MS
         try:
             for off in range(0, total, 50 * BYTES_PER_MS):
@@ -171,12 +173,14 @@ class FakeSTT:
         self.text = text
         self.fail = False
         self.calls = 0
+        self.languages: list[str | None] = []
         self.delay_s = 0.0
         self.gate: asyncio.Event | None = None
         self.changed = asyncio.Event()
 
     async def transcribe(self, pcm: bytes, *, language: str | None = None, prompt: str | None = None) -> str:
         self.calls += 1
+        self.languages.append(language)
         self.changed.set()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

@@ -82,7 +82,7 @@ async def test_multilingual_base_assembles_and_transcribes(tmp_path: Path) -> No
 
     model_dir = assemble_multilingual_base(tmp_path / "base")
     assert (model_dir / "model.bin").is_file() and (model_dir / "config.json").is_file()
-    stt = FasterWhisperSTT(Settings(stt_model=str(model_dir), stt_language="en"))
+    stt = FasterWhisperSTT(Settings(stt_model=str(model_dir), language="en"))
     try:
         assert "france" in (await stt.transcribe(speak(QUESTION))).lower()
     finally:

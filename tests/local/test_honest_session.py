@@ -155,7 +155,7 @@ async def test_idle_timeout_commits_the_silence_and_answers() -> None:
         committed = await h.expect("input_audio_buffer.committed")
         assert committed["item_id"] == fired["item_id"]
         await h.expect("response.done")
-        assert llm.calls[-1][0]["content"].endswith(IDLE_NOTE)  # the silence itself has no words
+        assert IDLE_NOTE in llm.calls[-1][0]["content"]  # the silence itself has no words
         assert llm.calls[-1][-1]["role"] == "assistant"
         # Speech resets the count: a turn within the timeout gets no timeout.
         engines.stt.text = "And Spain?"  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import pytest
 from session_fakes import FakeSTT, Harness, ScriptedLLM, fake_engines, running, silence, speech
 
 INSTRUCTIONS = "Answer from the reference passages."
+SYSTEM = INSTRUCTIONS + "\n\nAnswer in English."  # the session language's line follows the instructions
 QUESTION = "What is the capital of France?"  # what FakeSTT hears
 ANSWER = "Hello there, my friend. This is a test."  # what ScriptedLLM says
 CONTEXT = "Paris is the capital of France."
@@ -96,8 +97,8 @@ async def test_context_injected_during_the_pause_restarts_the_speculation_which_
     # conversation, so the speculation (words appended) and the response (the committed item) agree.
     assert roles == ["system", "user", "assistant"]
     assert llm.calls == [
-        [msg("system", INSTRUCTIONS), msg("user", QUESTION)],
-        [msg("system", INSTRUCTIONS), msg("system", CONTEXT), msg("user", QUESTION)],
+        [msg("system", SYSTEM), msg("user", QUESTION)],
+        [msg("system", SYSTEM), msg("system", CONTEXT), msg("user", QUESTION)],
     ]
     assert llm.complete == [False, True]  # the first speculation was cut short; the second one was the answer
 
@@ -126,7 +127,7 @@ async def test_context_injected_after_speech_stopped_is_speculated_on_and_adopte
         await answer(h)
         assert h.session.protocol.speculations.adopted == 1
     # The user item was committed before the context arrived: the question comes first, in both.
-    adopted = [msg("system", INSTRUCTIONS), msg("user", QUESTION), msg("system", CONTEXT)]
+    adopted = [msg("system", SYSTEM), msg("user", QUESTION), msg("system", CONTEXT)]
     assert [call for call in llm.calls if msg("system", CONTEXT) in call] == [adopted]
     assert llm.calls[-1] == adopted and llm.complete[-1]
     assert not any(llm.complete[:-1])  # a speculation without the context was cut short
@@ -162,7 +163,7 @@ async def test_deleting_the_previous_context_and_injecting_the_next_during_the_p
         assert h.session.protocol.speculations.adopted == adopted + 1
     second_turn = llm.calls[first_turn:]
     final = [
-        msg("system", INSTRUCTIONS),
+        msg("system", SYSTEM),
         msg("user", QUESTION),
         msg("assistant", ANSWER),
         msg("system", "Madrid is the capital of Spain."),
@@ -191,11 +192,11 @@ async def test_context_after_response_create_is_too_late_and_starts_nothing() ->
         assert (
             h.session.protocol.speculations.adopted == 1 and h.session.protocol.speculations.current is None
         )
-        assert llm.calls == [[msg("system", INSTRUCTIONS), msg("user", QUESTION)]]  # nothing speculated anew
+        assert llm.calls == [[msg("system", SYSTEM), msg("user", QUESTION)]]  # nothing speculated anew
         await answer(h)  # the next response sees the late context after the first answer, fresh
         assert h.session.protocol.speculations.adopted == 1
     assert llm.calls[1] == [
-        msg("system", INSTRUCTIONS),
+        msg("system", SYSTEM),
         msg("user", QUESTION),
         msg("assistant", ANSWER),
         msg("system", CONTEXT),
@@ -228,7 +229,7 @@ async def test_context_injected_in_a_pause_then_speech_resumes_with_other_words(
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
         assert h.session.protocol.speculations.adopted == 1
-    assert llm.calls[2] == [msg("system", INSTRUCTIONS), msg("system", madrid), msg("user", spain)]
+    assert llm.calls[2] == [msg("system", SYSTEM), msg("system", madrid), msg("user", spain)]
     assert llm.complete == [False, False, True]
 
 
@@ -245,7 +246,7 @@ async def test_instructions_changed_during_the_pause_restart_the_speculation() -
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
         assert h.session.protocol.speculations.adopted == 1
-    assert llm.calls[1] == [msg("system", "Be brief."), msg("user", QUESTION)]
+    assert llm.calls[1] == [msg("system", "Be brief.\n\nAnswer in English."), msg("user", QUESTION)]
     assert llm.complete == [False, True]
 
 
@@ -266,4 +267,4 @@ async def test_a_relay_gets_time_to_add_context_before_the_speculation_starts() 
         await h.expect("conversation.item.input_audio_transcription.completed")
         await answer(h)
         assert h.session.protocol.speculations.adopted == 1
-    assert llm.calls == [[msg("system", INSTRUCTIONS), msg("system", CONTEXT), msg("user", QUESTION)]]
+    assert llm.calls == [[msg("system", SYSTEM), msg("system", CONTEXT), msg("user", QUESTION)]]

@@ -18,6 +18,7 @@ from parley.realtime.audio import BYTES_PER_MS
 
 QUESTION = "What is the capital of France?"
 INSTRUCTIONS = "Be brief."
+SYSTEM = "Be brief.\n\nAnswer in English."  # the instructions, then the session language's line
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_a_spoken_turn_is_answered_by_its_pause_speculation(peer: Peer) -> None:
     ]
     spec = peer.take(Speculate)
     assert spec.plan.llm_messages() == [
-        {"role": "system", "content": INSTRUCTIONS},
+        {"role": "system", "content": SYSTEM},
         {"role": "user", "content": QUESTION},
     ]
     speculated_at = peer.clock.now
@@ -149,7 +150,7 @@ def test_a_relay_gets_its_grace_then_context_restarts_the_speculation(peers: lis
     assert p.next_deadline() == pytest.approx(peer.clock.now + 0.01)  # the context ends the wait: a re-plan
     peer.advance(0.01)
     spec = peer.take(Speculate)
-    assert [m["content"] for m in spec.plan.llm_messages()] == [INSTRUCTIONS, "Paris is.", QUESTION]
+    assert [m["content"] for m in spec.plan.llm_messages()] == [SYSTEM, "Paris is.", QUESTION]
     stop = peer.append(silence(500))
     assert "response.created" not in peer.kinds(stop)  # the relay answers the turn itself
     assert p.turn is not None and p.turn.phase is TurnPhase.COMMITTED
@@ -267,5 +268,8 @@ def test_a_response_asking_for_something_else_discards_the_speculation(peer: Pee
     peer.send(type="response.create", response={"instructions": "Only French."})
     assert peer.take(Discard).id == spec.id
     generate = peer.take(Generate)
-    assert generate.adopt is None and generate.plan.llm_messages()[0]["content"] == "Only French."
+    assert (
+        generate.adopt is None
+        and generate.plan.llm_messages()[0]["content"] == "Only French.\n\nAnswer in English."
+    )
     assert (p.speculations.adopted, p.speculations.discarded) == (0, 1)

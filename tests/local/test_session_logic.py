@@ -262,7 +262,7 @@ async def test_response_create_overrides_and_max_output_tokens() -> None:
         done = (await h.expect("response.done"))["response"]
         assert done["status"] == "incomplete"
         assert done["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
-        assert engines.llm.calls[0][0] == {"role": "system", "content": "Only French."}  # type: ignore[attr-defined]
+        assert engines.llm.calls[0][0] == {"role": "system", "content": "Only French.\n\nAnswer in English."}  # type: ignore[attr-defined]
         assert engines.llm.max_tokens == [2]  # type: ignore[attr-defined]
 
 

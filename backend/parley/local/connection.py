@@ -30,6 +30,7 @@ from parley.local.options import ProtocolOptions
 from parley.local.preemptive import Speculation, adopted_engines
 from parley.local.protocol import LocalProtocol
 from parley.local.responder import generate
+from parley.local.stt_router import LanguageSTT
 from parley.realtime.audio import BYTES_PER_MS
 from parley.settings import Settings
 
@@ -83,7 +84,9 @@ class LocalConnection:
             voices=engines.tts.voices(),
             options=ProtocolOptions.from_settings(settings, parley_events=parley_events),
             model=model,
-            stt_model=engines.stt.model_name,
+            stt_model=engines.stt.model_for
+            if isinstance(engines.stt, LanguageSTT)
+            else engines.stt.model_name,
             clock=clock,
         )
         self._inbox: asyncio.Queue[Step] = asyncio.Queue(maxsize=INBOX_SIZE)

@@ -60,10 +60,10 @@ class EarlyAnswer:
         assert words is not None
         if turn.phase is TurnPhase.PAUSED:
             # Pausing: the turn's user item will be appended at the end when it is committed.
-            messages = [*conversation.llm_messages(spec.instructions), {"role": "user", "content": words}]
+            messages = [*conversation.llm_messages(spec.llm_instructions), {"role": "user", "content": words}]
         elif turn.phase is TurnPhase.COMMITTED and _unanswered(conversation, turn.item_id, words):
             # Committed (maybe before context items): the words stand in for its transcript, in its place.
-            messages = conversation.llm_messages(spec.instructions, pending={turn.item_id: words})
+            messages = conversation.llm_messages(spec.llm_instructions, pending={turn.item_id: words})
         else:
             return self.forget(turn, "turn over")
         return self.speculations.start(turn.item_id, words, Plan.of(spec, messages), now)

@@ -58,9 +58,12 @@ class SpeechToText(Protocol):
 class TextToSpeech(Protocol):
     def voices(self) -> Sequence[str]: ...
 
-    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
-        """Stream PCM16 24 kHz chunks for ``text`` as they are made, spoken ``speed`` times as fast as normal.
-        Raises ``parley.errors.TTSFailed``."""
+    def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0, language: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream PCM16 24 kHz chunks for ``text`` as they are made, spoken ``speed`` times as fast as normal, by
+        ``voice`` if it speaks ``language`` (None: any), else by the language's voice (an engine with one
+        language ignores it). Raises ``parley.errors.TTSFailed``."""
         ...
 
 

@@ -5,6 +5,7 @@ a ``ParleyError`` it raises becomes one ``error`` event. Pure: the decisions abo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from parley.realtime.ids import new_id
 if TYPE_CHECKING:
     from parley.local.protocol import LocalProtocol
 
+logger = logging.getLogger(__name__)
 Handler = Callable[["LocalProtocol", Any], list[Out]]
 ROUTES: dict[str, Handler] = {}
 
@@ -52,8 +54,11 @@ def _on(kind: str) -> Callable[[Handler], Handler]:
 
 @_on("session.update")
 def _session_update(p: LocalProtocol, e: ce.SessionUpdate) -> list[Out]:
-    old_td = p.config.turn_detection
-    p.config = apply_update(p.config, e.session, voices=p.voices)
+    old_td, old_language = p.config.turn_detection, p.config.language
+    p.config = apply_update(p.config, e.session, voices=p.voices, default_language=p.options.language)
+    if p.config.language != old_language:
+        logger.info("session language %s -> %s (from the next turn)", old_language, p.config.language)
+        p.language_changed()
     out: list[Out] = []
     if p.config.turn_detection != old_td:
         out += p.drop_speech()

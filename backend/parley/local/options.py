@@ -14,7 +14,7 @@ class ProtocolOptions:
     max_append_ms: int = 10_000
     max_buffer_s: int = 120
     llm_max_tokens: int = 256
-    language: str | None = "en"
+    language: str = "en"  # the session language by default (settings.language, checked)
     partial_interval_ms: int = 0  # periodic partial transcripts while speaking (0: only at pause onsets)
     preemptive_generation: bool = True
     client_grace_ms: int = 0  # a client that answers turns itself gets this long to add context to a pause
@@ -27,7 +27,7 @@ class ProtocolOptions:
             max_append_ms=settings.max_append_audio_ms,
             max_buffer_s=settings.max_buffer_audio_s,
             llm_max_tokens=settings.llm_max_tokens,
-            language=settings.stt_language,
+            language=settings.language,
             partial_interval_ms=settings.stt_partial_interval_ms,
             preemptive_generation=settings.preemptive_generation,
             client_grace_ms=settings.preemptive_client_grace_ms,

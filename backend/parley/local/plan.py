@@ -23,11 +23,18 @@ class Plan:
     tts_voice: str | None
     tooling: Tooling = NO_TOOLS
     speed: float = 1.0
+    language: str | None = None  # the voice's language (None: by voice, the server's default)
 
     @classmethod
     def of(cls, spec: ResponseSpec, messages: Sequence[Message]) -> Plan:
         return cls.build(
-            messages, spec.max_tokens, spec.audio, spec.tts_voice, spec.tools.tooling(), spec.speed
+            messages,
+            spec.max_tokens,
+            spec.audio,
+            spec.tts_voice,
+            spec.tools.tooling(),
+            spec.speed,
+            spec.language,
         )
 
     @classmethod
@@ -39,9 +46,10 @@ class Plan:
         tts_voice: str | None,
         tooling: Tooling = NO_TOOLS,
         speed: float = 1.0,
+        language: str | None = None,
     ) -> Plan:
         msgs = tuple(json.dumps(m, sort_keys=True) for m in messages)
-        return cls(msgs, max_tokens, audio, tts_voice, tooling, speed)
+        return cls(msgs, max_tokens, audio, tts_voice, tooling, speed, language)
 
     def llm_messages(self) -> list[Message]:
         return [json.loads(m) for m in self.messages]

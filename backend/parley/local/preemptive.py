@@ -122,8 +122,9 @@ class Speculation:
     async def _speak_first(self) -> None:
         await self._phrase_known.wait()
         if self.first_phrase is not None:
+            plan = self.plan
             tts = self._engines.tts.synthesize(
-                self.first_phrase, voice=self.plan.tts_voice, speed=self.plan.speed
+                self.first_phrase, voice=plan.tts_voice, speed=plan.speed, language=plan.language
             )
             async with closing_stream(tts) as chunks:
                 async for pcm in chunks:
@@ -179,13 +180,16 @@ class _AdoptedTTS:
     def voices(self) -> Sequence[str]:
         return self._real.voices()
 
-    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
+    def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0, language: str | None = None
+    ) -> AsyncIterator[bytes]:
         spec = self._spec
         plan = spec.plan
-        if not self._used and text == spec.first_phrase and voice == plan.tts_voice and speed == plan.speed:
+        same = voice == plan.tts_voice and speed == plan.speed and language == plan.language
+        if not self._used and text == spec.first_phrase and same:
             self._used = True
             return spec.first_audio()
-        return self._real.synthesize(text, voice=voice, speed=speed)
+        return self._real.synthesize(text, voice=voice, speed=speed, language=language)
 
 
 def adopted_engines(spec: Speculation, engines: Engines) -> Engines:

@@ -19,6 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec
 
 from parley.errors import ParleyError, STTFailed, error_event
@@ -69,14 +70,17 @@ class LocalProtocol:
         voices: Sequence[str] = (),
         options: ProtocolOptions | None = None,
         model: str = "parley-local",
-        stt_model: str = "whisper-1",
+        stt_model: str | Callable[[str], str] = "whisper-1",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = o = options or ProtocolOptions()
         self._clock = clock
         self.session_id = new_id("session")
         self.conversation_id = new_id("conversation")
-        self.config: SessionConfig = defaults(language=o.language, model=model, stt_model=stt_model)
+        self._stt_model = stt_model if callable(stt_model) else (lambda language: stt_model)
+        self.config: SessionConfig = defaults(
+            language=o.language, model=model, stt_model=self._stt_model(o.language)
+        )
         self.conversation = Conversation()
         self.buffer = InputBuffer(max_append_ms=o.max_append_ms, max_buffer_s=o.max_buffer_s)
         self.voices = tuple(voices)
@@ -155,11 +159,11 @@ class LocalProtocol:
 
     @_step
     def on_transcribed(self, job: int, text: str) -> list[Out]:
-        return self._heard(*self.transcription.result(job, text, self.config.transcription))
+        return self._heard(*self.transcription.result(job, text, self.config))
 
     @_step
     def on_transcribe_failed(self, job: int, exc: BaseException) -> list[Out]:
-        heard, retry = self.transcription.result(job, None, self.config.transcription)
+        heard, retry = self.transcription.result(job, None, self.config)
         if heard is None or not heard.final:
             logger.info("partial transcription failed: %r", exc)
             return self._heard(heard, retry)
@@ -302,7 +306,7 @@ class LocalProtocol:
 
     def transcribe(self, item_id: str, pcm: bytes) -> Transcribe:
         """The final transcript of item ``item_id``."""
-        return self.transcription.final(item_id, pcm, self.config.transcription)
+        return self.transcription.final(item_id, pcm, self.config)
 
     def _idle_timeout(self) -> list[Out]:
         """The user said nothing for ``idle_timeout_ms`` after the last answer was played: commit the silence and
@@ -320,6 +324,15 @@ class LocalProtocol:
         if td.create_response:
             self._idle_items.add(item_id)
         return out + self.commit(item_id, since, self.buffer.end, auto=td.create_response)
+
+    def language_changed(self) -> None:
+        """The session's language changed (``session.update``): the model that transcribes it is echoed; the next
+        transcription, answer and voice use it (the request changes, so a running speculation is not adopted)."""
+        tx = self.config.transcription
+        if tx is not None:
+            self.config = replace(
+                self.config, transcription=replace(tx, model=self._stt_model(self.config.language))
+            )
 
     def stop_counting_idle(self) -> None:
         self._idle.stop()
@@ -341,9 +354,7 @@ class LocalProtocol:
             turn.kick = False
             self._rearm(turn)
             return []
-        partial, job = self.transcription.partial(
-            turn.item_id, pcm, end, turn.pause, self.config.transcription
-        )
+        partial, job = self.transcription.partial(turn.item_id, pcm, end, turn.pause, self.config)
         turn.started(partial)
         return [job]
 

@@ -75,7 +75,9 @@ async def generate(plan: Plan, engines: Engines, sink: Sink) -> None:
         while (phrase := await phrases.get()) is not None:
             logger.debug("phrase: %r", phrase)
             await sink.phrase(phrase)
-            tts = engines.tts.synthesize(phrase, voice=plan.tts_voice, speed=plan.speed)
+            tts = engines.tts.synthesize(
+                phrase, voice=plan.tts_voice, speed=plan.speed, language=plan.language
+            )
             async with closing_stream(tts) as chunks:
                 async for pcm in chunks:
                     await sink.audio(pcm)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from parley.errors import ParleyError
 from parley.local.conversation import Conversation, Item, Segment, new_item
 from parley.local.engines import LLMEnd, ToolCallDelta
+from parley.local.languages import answer_instruction
 from parley.local.tools import Tools
 from parley.realtime import server_events as ev
 from parley.realtime.audio import BYTES_PER_MS, WIRE_RATE, pcm_to_b64
@@ -50,10 +51,16 @@ class ResponseSpec:
     trigger_item_id: str | None = None
     tools: Tools = Tools()
     speed: float = 1.0
+    language: str = "en"
 
     @property
     def audio(self) -> bool:
         return "audio" in self.modalities
+
+    @property
+    def llm_instructions(self) -> str:
+        """The system message: the instructions, then the line telling the LLM the session's language."""
+        return f"{self.instructions}\n\n{answer_instruction(self.language)}".strip()
 
 
 class ResponseRun:

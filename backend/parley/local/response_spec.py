@@ -66,6 +66,7 @@ def build_spec(
         trigger_item_id=trigger,
         tools=tools,
         speed=cfg.speed,
+        language=cfg.language,
     )
 
 

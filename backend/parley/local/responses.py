@@ -143,7 +143,7 @@ class Answering:
     def _generate(self, r: Response) -> list[Out]:
         spec = r.spec
         items = list(spec.input_items) if spec.input_items is not None else None
-        plan = Plan.of(spec, self._conversation.llm_messages(spec.instructions, items))
+        plan = Plan.of(spec, self._conversation.llm_messages(spec.llm_instructions, items))
         guess, out = self._speculations.adopt(spec.trigger_item_id, plan, self._clock())
         r.phase = ResponsePhase.GENERATING
         if guess is not None:

@@ -12,8 +12,8 @@ local server is an internal service: a Bearer key is accepted as is, unless ``PA
 which case it must match (header ``Authorization: Bearer <key>``, or for browsers the subprotocol
 ``openai-insecure-api-key.<key>``); a wrong key is refused with HTTP 401 before the socket is accepted.
 
-``build_engines`` loads and warms the real models (blocking: call it from a thread); ``run_local_server`` is what
-``parley local-server`` runs.
+``load_engines`` builds, loads and warms the real models (blocking: call it from a thread); ``run_local_server`` is
+what ``parley local-server`` runs.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from parley.local.connection import LocalConnection
-from parley.local.engines import Engines
+from parley.local.engines import Engines, VadParams
 from parley.local.llm_health import LLMHealth
+from parley.local.models import build_engines, close_engines, warmup_engines
 from parley.logs import log_context
 from parley.settings import Settings
 
@@ -63,6 +64,7 @@ def describe_models(settings: Settings, engines: Engines) -> dict[str, Any]:
         "voices": list(engines.tts.voices()),
         "llm": {"base_url": settings.llm_base_url, "model": settings.llm_model},
         "vad": type(engines.vad).__name__,
+        "language": settings.language,  # sessions start in it; a client changes theirs with session.update
     }
 
 
@@ -150,38 +152,23 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
     )
 
 
-def build_engines(settings: Settings) -> Engines:
-    """Construct the real engines and warm them up (loads the models, runs each once). Blocking."""
-    from parley.local.llm import OpenAIChatLLM
-    from parley.local.stt import FasterWhisperSTT
-    from parley.local.tts import PiperTTS
-    from parley.local.vad import SileroVadFactory
-
-    stt = FasterWhisperSTT(settings)
-    tts = PiperTTS(settings)
-    vad = SileroVadFactory()
-    llm = OpenAIChatLLM(settings)
-
-    async def warm() -> None:
-        await stt.warmup()
-        await tts.warmup()
-
-    asyncio.run(warm())
-    from parley.local.engines import VadParams
-
-    vad(VadParams()).feed(bytes(24_000))  # 0.5 s of silence through the detector
-    logger.info("local engines ready: stt %s, tts %s, llm %s", stt.model_ref, tts.default_voice, llm.base_url)
-    return Engines(stt=stt, tts=tts, llm=llm, vad=vad)
-
-
-async def close_engines(engines: Engines) -> None:
-    for engine in (engines.stt, engines.tts):
-        close = getattr(engine, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
-    aclose = getattr(engines.llm, "aclose", None)
-    if aclose is not None:
-        await aclose()
+def load_engines(settings: Settings) -> Engines:
+    """The real engines (``models.build_engines``: tiny.en/base Whisper, Piper/Pico voices, the LLM client),
+    loaded and run once for English and the server's default language, so neither's first turn pays for loading.
+    Blocking. The other languages load on their first session."""
+    engines = build_engines(settings)
+    languages = tuple(dict.fromkeys(("en", settings.language)))
+    asyncio.run(warmup_engines(engines, languages))
+    engines.vad(VadParams()).feed(bytes(24_000))  # 0.5 s of silence through the detector
+    models = describe_models(settings, engines)
+    logger.info(
+        "local engines ready: stt %s, tts %s, default language %s, llm %s",
+        models["stt"],
+        models["tts"],
+        settings.language,
+        settings.llm_base_url,
+    )
+    return engines
 
 
 def uvicorn_config(settings: Settings, engines: Engines, host: str, port: int) -> Any:
@@ -205,5 +192,5 @@ def run_local_server(settings: Settings, host: str, port: int) -> None:
     """``parley local-server``: load the models, then serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    engines = build_engines(settings)
+    engines = load_engines(settings)
     uvicorn.Server(uvicorn_config(settings, engines, host, port)).run()

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from parley.errors import InvalidRequest
 from parley.local.engines import VadParams
+from parley.local.languages import UnsupportedLanguage, check_language
 from parley.local.tools import Tools, update_tools
 from parley.realtime.audio import WIRE_RATE
 from parley.realtime.events import AudioFormat, SessionPatch, VoiceId
@@ -58,7 +59,6 @@ class TurnDetection:
 @dataclass(frozen=True, slots=True)
 class TranscriptionConfig:
     model: str = "whisper-1"
-    language: str | None = "en"
     prompt: str | None = None
 
 
@@ -73,6 +73,7 @@ class SessionConfig:
     speed: float = 1.0
     model: str = "parley-local"
     tools: Tools = field(default_factory=Tools)
+    language: str = "en"  # what the session hears, answers in and speaks (languages.SUPPORTED)
 
     @property
     def audio_out(self) -> bool:
@@ -91,7 +92,9 @@ class SessionConfig:
             "audio": {
                 "input": {
                     "format": pcm,
-                    "transcription": dataclasses.asdict(tx) if tx else None,
+                    "transcription": {"model": tx.model, "language": self.language, "prompt": tx.prompt}
+                    if tx
+                    else None,
                     "noise_reduction": None,
                     "turn_detection": self.turn_detection.to_wire() if self.turn_detection else None,
                 },
@@ -108,9 +111,24 @@ class SessionConfig:
 
 
 def defaults(
-    *, language: str | None = "en", model: str = "parley-local", stt_model: str = "whisper-1"
+    *, language: str = "en", model: str = "parley-local", stt_model: str = "whisper-1"
 ) -> SessionConfig:
-    return SessionConfig(transcription=TranscriptionConfig(model=stt_model, language=language), model=model)
+    return SessionConfig(transcription=TranscriptionConfig(model=stt_model), model=model, language=language)
+
+
+def check_session_language(value: str | None, default: str) -> str:
+    """The session language a client asks for (``fr``, ``fr-FR``...; null or empty: the server's ``default``).
+    Raises ``InvalidRequest`` (``invalid_value``) naming the supported languages."""
+    if not value:
+        return default
+    try:
+        return check_language(value)
+    except UnsupportedLanguage as exc:
+        raise InvalidRequest(
+            f"{exc}; the session keeps its language.",
+            code="invalid_value",
+            param="session.audio.input.transcription.language",
+        ) from None
 
 
 def check_format(fmt: AudioFormat | None, param: str) -> None:
@@ -147,8 +165,11 @@ def check_voice(voice: str | VoiceId, voices: Sequence[str], param: str) -> str:
     )
 
 
-def apply_update(cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[str] = ()) -> SessionConfig:
-    """Merge a ``session.update`` into ``cfg``. Fields absent from the update keep their value; ``null`` clears."""
+def apply_update(
+    cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[str] = (), default_language: str = "en"
+) -> SessionConfig:
+    """Merge a ``session.update`` into ``cfg``. Fields absent from the update keep their value; ``null`` clears
+    (a null ``transcription.language`` goes back to ``default_language``, the server's)."""
     sent = patch.model_fields_set
     changes: dict[str, Any] = {}
     _refuse_unsupported(patch)
@@ -185,9 +206,10 @@ def apply_update(cfg: SessionConfig, patch: SessionPatch, *, voices: Sequence[st
                 tsent = tx.model_fields_set
                 changes["transcription"] = TranscriptionConfig(
                     model=base.model,  # the model that transcribes here, whatever name was asked for
-                    language=tx.language if "language" in tsent else base.language,
                     prompt=tx.prompt if "prompt" in tsent else base.prompt,
                 )
+                if "language" in tsent:
+                    changes["language"] = check_session_language(tx.language, default_language)
         if "turn_detection" in isent:
             changes["turn_detection"] = _merge_turn_detection(cfg.turn_detection, inp.turn_detection)
     if audio is not None and audio.output is not None:

@@ -191,7 +191,7 @@ class FasterWhisperSTT:
         if len(pcm) // 2 < WIRE_RATE * MIN_AUDIO_MS // 1000:
             return ""
         audio = resample(pcm16_to_float(pcm[: len(pcm) // 2 * 2]), WIRE_RATE, MODEL_RATE)
-        lang = language if language is not None else self._settings.stt_language
+        lang = language if language is not None else self._settings.language
         if self._closed:
             raise STTFailed("speech to text is closed")
         loop = asyncio.get_running_loop()

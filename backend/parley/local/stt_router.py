@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 class LanguageSTT:
-    """``SpeechToText`` routing by the ``language`` of each call (``None``: the server's ``stt_language``)."""
+    """``SpeechToText`` routing by the ``language`` of each call (``None``: the server's ``language``)."""
 
     def __init__(
         self,
@@ -38,7 +38,7 @@ class LanguageSTT:
 
     @property
     def model_name(self) -> str:
-        return self.model_for(self._settings.stt_language)
+        return self.model_for(self._settings.language)
 
     @property
     def model_ref(self) -> str:
@@ -54,7 +54,7 @@ class LanguageSTT:
         return self.engine_for(language).model_name
 
     async def transcribe(self, pcm: bytes, *, language: str | None = None, prompt: str | None = None) -> str:
-        lang = (language if language is not None else self._settings.stt_language) or ""  # "": detect
+        lang = (language if language is not None else self._settings.language) or ""  # "": detect
         return await self.engine_for(lang or None).transcribe(pcm, language=lang, prompt=prompt)
 
     def for_language(self, language: str | None) -> LanguageEar:

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass
 
 from parley.local.effects import Transcribe
-from parley.local.session_config import TranscriptionConfig
+from parley.local.session_config import SessionConfig
 from parley.local.turn import Partial
 
 
@@ -42,10 +42,10 @@ class Transcription:
             int, tuple[str, bytes]
         ] = {}  # partial's job -> the final (item, audio) it serves
 
-    def final(self, item_id: str, pcm: bytes, tx: TranscriptionConfig | None) -> Transcribe:
+    def final(self, item_id: str, pcm: bytes, cfg: SessionConfig) -> Transcribe:
         """Run the final transcript of item ``item_id``."""
         self.pending.add(item_id)
-        return self._job(next(self._ids), _Job(item_id, None), pcm, tx)
+        return self._job(next(self._ids), _Job(item_id, None), pcm, cfg)
 
     def final_from(self, item_id: str, pcm: bytes, partial: Partial) -> None:
         """The final transcript of ``item_id`` (audio ``pcm``) is the running ``partial``'s."""
@@ -53,15 +53,13 @@ class Transcription:
         self._finals_on[partial.job] = (item_id, pcm)
 
     def partial(
-        self, item_id: str, pcm: bytes, end: int, pause: int | None, tx: TranscriptionConfig | None
+        self, item_id: str, pcm: bytes, end: int, pause: int | None, cfg: SessionConfig
     ) -> tuple[Partial, Transcribe]:
         """Transcribe the speech of turn ``item_id`` so far (up to input offset ``end``, started in ``pause``)."""
         partial = Partial(next(self._ids), end, pause)
-        return partial, self._job(partial.job, _Job(item_id, partial), pcm, tx)
+        return partial, self._job(partial.job, _Job(item_id, partial), pcm, cfg)
 
-    def result(
-        self, job: int, text: str | None, tx: TranscriptionConfig | None
-    ) -> tuple[Heard | None, list[Transcribe]]:
+    def result(self, job: int, text: str | None, cfg: SessionConfig) -> tuple[Heard | None, list[Transcribe]]:
         """A job's text (None: it failed): what it means (None: nothing, the job is unknown), and the final to run
         when the partial a final waited for failed."""
         j = self._jobs.pop(job, None)
@@ -72,11 +70,12 @@ class Transcription:
             return Heard(j.item_id, text, None, True), []
         waiting = self._finals_on.pop(job, None)
         if waiting is not None and text is None:
-            return Heard(j.item_id, None, j.partial, False), [self.final(*waiting, tx)]
+            return Heard(j.item_id, None, j.partial, False), [self.final(*waiting, cfg)]
         if waiting is not None:
             self.pending.discard(j.item_id)
         return Heard(j.item_id, text, j.partial, waiting is not None), []
 
-    def _job(self, n: int, job: _Job, pcm: bytes, tx: TranscriptionConfig | None) -> Transcribe:
+    def _job(self, n: int, job: _Job, pcm: bytes, cfg: SessionConfig) -> Transcribe:
         self._jobs[n] = job
-        return Transcribe(n, job.item_id, pcm, tx.language if tx else None, tx.prompt if tx else None)
+        tx = cfg.transcription  # None: no transcription events, but the LLM still needs the words
+        return Transcribe(n, job.item_id, pcm, cfg.language, tx.prompt if tx else None)

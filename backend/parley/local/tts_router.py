@@ -113,5 +113,7 @@ class LanguageVoice:
     def voices(self) -> list[str]:
         return self.router.voices()
 
-    def synthesize(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
-        return self.router.synthesize(text, voice=voice, speed=speed, language=self.language)
+    def synthesize(
+        self, text: str, *, voice: str | None = None, speed: float = 1.0, language: str | None = None
+    ) -> AsyncIterator[bytes]:
+        return self.router.synthesize(text, voice=voice, speed=speed, language=language or self.language)

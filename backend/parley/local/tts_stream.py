@@ -66,8 +66,9 @@ class ThreadedTTS(ABC):
             pass
 
     async def synthesize(
-        self, text: str, *, voice: str | None = None, speed: float = 1.0
+        self, text: str, *, voice: str | None = None, speed: float = 1.0, language: str | None = None
     ) -> AsyncGenerator[bytes, None]:
+        """``language`` is not checked here: ``tts_router.LanguageTTS`` picks the engine that speaks it."""
         if not text.strip():
             return
         loop = asyncio.get_running_loop()
