@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 .PHONY: demo test lint setup system-deps clean
 
 demo: $(STAMP)
-	$(BIN)/parley up --host $(HOST) --port $(PORT) $(UP_FLAGS)
+	$(BIN)/parley up --host $(HOST) --port $(PORT) $(UP_FLAGS) $(if $(LANGUAGE),--language $(LANGUAGE),)
 
 test: setup lint
 	$(BIN)/pytest -q

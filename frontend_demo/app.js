@@ -100,7 +100,7 @@ class Session {
     ws.onmessage = (e) => this.onEvent(JSON.parse(e.data));
     ws.onclose = (e) => this.onClose(e);
     if (this.stopped) return ws.close(1000, "user stopped");
-    this.sendLanguage();
+    if (saved.get("language")) this.sendLanguage(); // else the server's default, shown from session.created
     setState("live", `Connected · ${provider}`);
     try {
       const mic = await Mic.open(this.ctx, (pcm) => this.sendAudio(pcm));
@@ -213,6 +213,13 @@ class Session {
 }
 
 const HANDLERS = {
+  // The session's language as the server applies it (its default until the user picks one: `parley up --language`).
+  "session.created"(ev) {
+    showLanguage(ev.session);
+  },
+  "session.updated"(ev) {
+    showLanguage(ev.session);
+  },
   "parley.session"(ev) {
     this.info = ev;
     ui.stats.dataset.sessionId = ev.session_id;
@@ -309,6 +316,11 @@ ui.provider.value = saved.get("provider") || "local";
 ui.jwt.value = saved.get("jwt") || "";
 ui.provider.addEventListener("change", () => saved.set("provider", ui.provider.value));
 ui.language.value = saved.get("language") || "en";
+
+function showLanguage(sessionObject) {
+  const language = sessionObject?.audio?.input?.transcription?.language;
+  if ([...ui.language.options].some((o) => o.value === language)) ui.language.value = language;
+}
 ui.language.addEventListener("change", () => {
   saved.set("language", ui.language.value);
   session?.sendLanguage();

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-port", type=int, default=0, help="port of the local voice server (default: free)"
     )
     up.add_argument(
+        "--language",
+        default=None,
+        help="the assistant's default language: en, fr or de (default PARLEY_LANGUAGE, en); fr and de also use the "
+        "multilingual embedder for the knowledge base, with the French and German sample documents",
+    )
+    up.add_argument(
         "--tls",
         action="store_true",
         help="serve HTTPS/WSS with a self-signed certificate for this machine's names and LAN address (made on "
@@ -174,7 +180,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from parley.up import run_up
 
         try:
-            return aio.run(run_up(settings, args.host, args.port, local_port=args.local_port, tls=args.tls))
+            return aio.run(
+                run_up(
+                    settings,
+                    args.host,
+                    args.port,
+                    local_port=args.local_port,
+                    tls=args.tls,
+                    language=args.language,
+                )
+            )
         except StartFailed as exc:
             if exc.detail:
                 logger.error("last output of the process that failed:\n%s", exc.detail)

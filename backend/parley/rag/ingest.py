@@ -236,16 +236,26 @@ def samples_dir() -> Path | None:
     return None
 
 
-async def ensure_samples(store: KnowledgeStore, embedder: Embedder, kb: str) -> IngestReport | None:
-    """Ingest rag/samples into ``kb`` when ``kb`` has no documents (``parley up``'s first start). None when the
-    kb already has documents or the samples are not found."""
+def sample_paths(folder: Path, languages: Sequence[str] = ("en",)) -> list[Path]:
+    """The sample documents in ``languages``: English ones are the files of rag/samples, French and German ones
+    its ``fr/`` and ``de/`` folders (the same farm, for a multilingual embedder)."""
+    paths = sorted(p for p in folder.iterdir() if p.is_file()) if "en" in languages else []
+    return paths + [folder / lang for lang in languages if lang != "en" and (folder / lang).is_dir()]
+
+
+async def ensure_samples(
+    store: KnowledgeStore, embedder: Embedder, kb: str, *, languages: Sequence[str] = ("en",)
+) -> IngestReport | None:
+    """Ingest the sample documents in ``languages`` into ``kb`` when ``kb`` has no documents (``parley up``'s
+    first start). None when the kb already has documents or the samples are not found."""
     if await store.documents(kb):
         return None
     folder = samples_dir()
     if folder is None:
         logger.warning("knowledge base %s is empty and rag/samples was not found", kb)
         return None
-    report = await ingest([folder], kb=kb, store=store, embedder=embedder, progress=False)
+    paths = sample_paths(folder, languages)
+    report = await ingest(paths, kb=kb, store=store, embedder=embedder, progress=False)
     logger.info("sample documents ingested into %s: %s", kb, report.summary().splitlines()[0])
     return report
 
