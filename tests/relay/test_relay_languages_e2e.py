@@ -6,8 +6,8 @@ SVOX Pico, llama.cpp with the packaged Qwen2.5-0.5B), with the stock ``openai`` 
 - German: no German human recording is reachable here, so espeak-ng's German voice speaks the question: a voice
   that is not the assistant's own (the assistant speaks German with Pico de-DE).
 
-One session: the client sets French with ``session.update`` (through the relay's policy), asks, then switches to
-German mid-session and asks again. Each turn must give a transcript in its language, an answer written in it
+One session: the client sets French with ``session.update`` (through the relay's policy), asks, asks for Spanish
+(refused by the server, naming the supported languages), then switches to German mid-session and asks again. Each turn must give a transcript in its language, an answer written in it
 (``language_check.written_in``: its function words, few or none of the others'), and audio from its Pico voice, as
 recorded by the real ``LanguageTTS`` that chose the voice of each phrase. (The audio's spectrum does not tell Pico
 from Piper: measured here, the share of energy above 8.5 kHz is 5e-5 for Pico fr-FR and 8e-5 for Piper's joe.)
@@ -146,6 +146,19 @@ async def set_language(conn: Any, language: str) -> None:
                 return
 
 
+async def refused_language(conn: Any, language: str) -> None:
+    """The client gets the server's ``error`` naming the supported languages, and no ``session.updated``."""
+    await conn.session.update(
+        session={"type": "realtime", "audio": {"input": {"transcription": {"language": language}}}}
+    )
+    async with asyncio.timeout(10):
+        event = json.loads(await conn.recv_bytes())
+    assert event["type"] == "error", event
+    error = event["error"]
+    assert error["code"] == "invalid_value" and error["param"] == "session.audio.input.transcription.language"
+    assert "en (English), fr (French), de (German)" in error["message"], error
+
+
 async def spoken_turn(conn: Any, language: str, speech: bytes, heard_words: tuple[str, ...]) -> None:
     """Switch the session to ``language``, ask ``speech``: heard, answered and spoken in that language."""
     await set_language(conn, language)
@@ -175,4 +188,5 @@ async def test_french_then_german_spoken_turns_through_the_relay(
             assert created["session"]["audio"]["input"]["transcription"]["language"] == "en"
 
             await spoken_turn(conn, "fr", french, ("dossier", "message"))
+            await refused_language(conn, "es")  # through the relay's policy to the server, which refuses it
             await spoken_turn(conn, "de", german, ("bahnhof",))  # switched mid-session: this turn is German
