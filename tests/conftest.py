@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,6 +20,15 @@ if TYPE_CHECKING:
     from parley.local.tts import PiperTTS
     from parley.local.vad import SileroVadFactory
     from parley.settings import Settings
+    from parley.tls import TLSFiles
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TLSFiles:
+    """A self-signed certificate and key for this machine's names, as ``parley up --tls`` makes them."""
+    from parley.tls import ensure_self_signed
+
+    return ensure_self_signed(tmp_path / "tls")
 
 
 # --- packaged models (mark: models) ---------------------------------------------------------------------------

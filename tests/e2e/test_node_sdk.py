@@ -76,11 +76,6 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
         yield up
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> TLSFiles:
-    return ensure_self_signed(tmp_path / "tls")
-
-
 async def test_node_sdk_completes_a_typed_turn_over_wss(upstream: FakeUpstream, tls: TLSFiles) -> None:
     _need_node()
     settings = relay_settings(upstream.url, tls_cert_file=str(tls.cert), tls_key_file=str(tls.key))

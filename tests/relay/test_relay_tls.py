@@ -25,11 +25,6 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
         yield up
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> TLSFiles:
-    return ensure_self_signed(tmp_path / "tls")
-
-
 async def test_the_stock_sdk_completes_a_turn_over_wss(upstream: FakeUpstream, tls: TLSFiles) -> None:
     settings = relay_settings(upstream.url, tls_cert_file=str(tls.cert), tls_key_file=str(tls.key))
     trust = ssl.create_default_context(cafile=str(tls.cert))
