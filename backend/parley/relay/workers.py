@@ -23,6 +23,7 @@ import sys
 import time
 
 from parley.procs import describe_exit
+from parley.restart_policy import RestartPolicy
 from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ BACKLOG = 2048
 READY_TIMEOUT_S = 120.0  # a child imports the relay and loads its knowledge base's embedder before it serves
 STOP_MARGIN_S = 10.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 30.0
-STEADY_S = 60.0  # a child that lived this long restarts after the shortest back-off again
+STEADY_S = 60.0  # a restart counts towards the back-off this long
 
 
 class WorkersFailed(RuntimeError):
@@ -80,7 +81,6 @@ class Worker:
         self.argv = [sys.executable, "-m", "parley.cli", "serve", "--host", host, "--port", str(port)]
         self.argv += ["--fd", str(sock.fileno())]
         self.proc: asyncio.subprocess.Process | None = None
-        self.started_at = 0.0
         self.starts = 0
 
     async def start(self) -> None:
@@ -96,7 +96,6 @@ class Worker:
             )
         finally:
             os.close(write_end)  # the child holds the only write end: its exit is EOF here
-        self.started_at = time.monotonic()
         self.starts += 1
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
@@ -130,13 +129,16 @@ class Worker:
 
 
 async def _watch(worker: Worker) -> None:
-    """Restart ``worker`` whenever it dies, with a back-off (a restart that fails counts as another death)."""
-    backoff = BACKOFF_MIN_S
+    """Restart ``worker`` whenever it dies, with ``parley up``'s back-off policy (doubling while restarts are recent,
+    never giving up: the relay has no other process to fall back on); a restart that fails counts as another death."""
+    policy = RestartPolicy(
+        base_s=BACKOFF_MIN_S, max_s=BACKOFF_MAX_S, max_restarts=sys.maxsize, window_s=STEADY_S
+    )
     while True:
         assert worker.proc is not None
         code = await worker.proc.wait()
-        lived = time.monotonic() - worker.started_at
-        backoff = BACKOFF_MIN_S if lived >= STEADY_S else backoff
+        backoff = policy.on_exit(time.monotonic())
+        assert backoff is not None  # max_restarts is unbounded
         logger.error(
             "relay worker %d (pid %d) %s; restarting it in %.0f s",
             worker.index,
@@ -145,7 +147,6 @@ async def _watch(worker: Worker) -> None:
             backoff,
         )
         await asyncio.sleep(backoff)
-        backoff = min(BACKOFF_MAX_S, backoff * 2)
         with contextlib.suppress(WorkersFailed):  # logged by the next turn of the loop, as a death
             await worker.start()
 
