@@ -134,3 +134,14 @@ def test_the_transcription_model_echoed_is_the_one_for_the_language() -> None:
     assert isinstance(updated, dict) and updated["type"] == "session.updated"
     tx = updated["session"]["audio"]["input"]["transcription"]
     assert (tx["model"], tx["language"]) == ("base", "de")
+
+
+def test_transcription_turned_off_and_on_again_still_shows_the_model_that_transcribes() -> None:
+    p = LocalProtocol(vad_factory=EnergyVad, stt_model=lambda language: f"stt-{language}")
+    p.created()
+    for transcription in (None, {}):
+        update = {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {}}}}
+        update["session"]["audio"]["input"]["transcription"] = transcription
+        (updated,) = p.receive(json.dumps(update))
+    assert isinstance(updated, dict) and updated["type"] == "session.updated"
+    assert updated["session"]["audio"]["input"]["transcription"]["model"] == "stt-en"  # was whisper-1

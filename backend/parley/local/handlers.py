@@ -58,12 +58,11 @@ def _session_update(p: LocalProtocol, e: ce.SessionUpdate) -> list[Out]:
     p.config = apply_update(p.config, e.session, voices=p.voices, default_language=p.options.language)
     if p.config.language != old_language:
         logger.info("session language %s -> %s (from the next turn)", old_language, p.config.language)
-        p.language_changed()
     out: list[Out] = []
     if p.config.turn_detection != old_td:
         out += p.drop_speech()
         p.new_vad()  # new parameters (or manual mode): a fresh detector from here on
-    return [*out, ev.session_updated(p.config.to_wire(p.session_id))]
+    return [*out, ev.session_updated(p.session_wire())]
 
 
 # --- input audio ------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec
 
 from parley.errors import ParleyError, STTFailed, error_event
@@ -78,9 +77,7 @@ class LocalProtocol:
         self.session_id = new_id("session")
         self.conversation_id = new_id("conversation")
         self._stt_model = stt_model if callable(stt_model) else (lambda language: stt_model)
-        self.config: SessionConfig = defaults(
-            language=o.language, model=model, stt_model=self._stt_model(o.language)
-        )
+        self.config: SessionConfig = defaults(language=o.language, model=model)
         self.conversation = Conversation()
         self.buffer = InputBuffer(max_append_ms=o.max_append_ms, max_buffer_s=o.max_buffer_s)
         self.voices = tuple(voices)
@@ -111,7 +108,7 @@ class LocalProtocol:
 
     @_step
     def created(self) -> list[Out]:
-        return [ev.session_created(self.config.to_wire(self.session_id))]
+        return [ev.session_created(self.session_wire())]
 
     @_step
     def receive(self, raw: str | bytes) -> list[Out]:
@@ -325,14 +322,11 @@ class LocalProtocol:
             self._idle_items.add(item_id)
         return out + self.commit(item_id, since, self.buffer.end, auto=td.create_response)
 
-    def language_changed(self) -> None:
-        """The session's language changed (``session.update``): the model that transcribes it is echoed; the next
-        transcription, answer and voice use it (the request changes, so a running speculation is not adopted)."""
-        tx = self.config.transcription
-        if tx is not None:
-            self.config = replace(
-                self.config, transcription=replace(tx, model=self._stt_model(self.config.language))
-            )
+    def session_wire(self) -> dict[str, Any]:
+        """The session as ``session.created`` / ``session.updated`` show it, with the model that transcribes its
+        language (a language change applies from the next turn: the request changes, so a running speculation
+        is not adopted)."""
+        return self.config.to_wire(self.session_id, self._stt_model(self.config.language))
 
     def stop_counting_idle(self) -> None:
         self._idle.stop()

@@ -58,7 +58,8 @@ class TurnDetection:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptionConfig:
-    model: str = "whisper-1"
+    """Transcription is on; its model follows from the session's language (``SessionConfig.to_wire``)."""
+
     prompt: str | None = None
 
 
@@ -79,7 +80,8 @@ class SessionConfig:
     def audio_out(self) -> bool:
         return "audio" in self.output_modalities
 
-    def to_wire(self, session_id: str) -> dict[str, Any]:
+    def to_wire(self, session_id: str, stt_model: str) -> dict[str, Any]:
+        """The session as GA events show it; ``stt_model``: the model that transcribes its language here."""
         pcm = {"type": "audio/pcm", "rate": WIRE_RATE}
         tx = self.transcription
         return {
@@ -92,7 +94,7 @@ class SessionConfig:
             "audio": {
                 "input": {
                     "format": pcm,
-                    "transcription": {"model": tx.model, "language": self.language, "prompt": tx.prompt}
+                    "transcription": {"model": stt_model, "language": self.language, "prompt": tx.prompt}
                     if tx
                     else None,
                     "noise_reduction": None,
@@ -110,10 +112,8 @@ class SessionConfig:
         }
 
 
-def defaults(
-    *, language: str = "en", model: str = "parley-local", stt_model: str = "whisper-1"
-) -> SessionConfig:
-    return SessionConfig(transcription=TranscriptionConfig(model=stt_model), model=model, language=language)
+def defaults(*, language: str = "en", model: str = "parley-local") -> SessionConfig:
+    return SessionConfig(transcription=TranscriptionConfig(), model=model, language=language)
 
 
 def check_session_language(value: str | None, default: str) -> str:
@@ -204,9 +204,9 @@ def apply_update(
             else:
                 base = cfg.transcription or TranscriptionConfig()
                 tsent = tx.model_fields_set
+                # the model asked for is not stored: the one that transcribes the language here is shown
                 changes["transcription"] = TranscriptionConfig(
-                    model=base.model,  # the model that transcribes here, whatever name was asked for
-                    prompt=tx.prompt if "prompt" in tsent else base.prompt,
+                    prompt=tx.prompt if "prompt" in tsent else base.prompt
                 )
                 if "language" in tsent:
                     changes["language"] = check_session_language(tx.language, default_language)
