@@ -177,7 +177,11 @@ class ContextItems:
     def forget(self, item_id: str) -> None:
         """The upstream dropped our item (deleted by someone else, or the conversation was reset)."""
         if item_id == self.injected_id:
-            self.injected_id, self.injected_key = None, ()
+            self.reset()
+
+    def reset(self) -> None:
+        """The upstream's conversation no longer holds our item (a new upstream, a refused item event)."""
+        self.injected_id, self.injected_key = None, ()
 
 
 def context_event(

@@ -64,11 +64,6 @@ class PooledUpstream:
         self._url: str | None = None
         self._pool: Pool | None = None
 
-    @property
-    def url(self) -> str | None:
-        """The member this session is connected to."""
-        return self._url
-
     async def connect(self) -> None:
         await self._connect_to(self.cfg)
 
@@ -130,7 +125,9 @@ class PooledUpstream:
         if dead:
             pool.mark_down(url, self._pools.clock())
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S * 2):
+            # a last bound for upstreams that do not bound their own close; longer than WebSocketUpstream's (2 x
+            # CLOSE_TIMEOUT_S, then it aborts the transport), so that abort can still run
+            async with asyncio.timeout(CLOSE_TIMEOUT_S * 3):
                 await conn.close()
         except Exception as exc:
             logger.debug("upstream close failed: %s", type(exc).__name__)

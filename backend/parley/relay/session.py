@@ -244,7 +244,7 @@ class RelaySession:
             out.append(self._error(UpstreamUnavailable(lost, code="upstream_lost")))
         self.response_active, self._turn, self._response_id, self._pending_text = False, None, None, 0
         self._heard.answer_ended()
-        self._ctx.injected_id, self._ctx.injected_key = None, ()  # it was in the dead upstream's conversation
+        self._ctx.reset()  # it was in the dead upstream's conversation
         return out
 
     @_ordered
@@ -555,7 +555,7 @@ class RelaySession:
             # About the relay's own context item (e.g. deleting one the upstream no longer has): not the
             # client's business; the next turn writes a fresh item either way.
             logger.warning("upstream refused a context item event: %s", err.get("message"))
-            self._ctx.injected_id, self._ctx.injected_key = None, ()
+            self._ctx.reset()
             return []
         logger.warning("upstream error %s: %s", err.get("code"), err.get("message"))
         return [ToClient(text, error_code=str(err.get("code") or "upstream_error"))]

@@ -77,10 +77,6 @@ class SessionSync:
         self._pending.append(pending)
         return wire.session_update_event(session, pending.event_id)
 
-    @staticmethod
-    def owns_event(event_id: object) -> bool:
-        return isinstance(event_id, str) and event_id.startswith(EVENT_PREFIX)
-
     # --- the upstream's answers ---------------------------------------------------------------------------
 
     def on_created(self, ev: dict[str, Any]) -> None:

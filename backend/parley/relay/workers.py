@@ -81,7 +81,6 @@ class Worker:
         self.argv = [sys.executable, "-m", "parley.cli", "serve", "--host", host, "--port", str(port)]
         self.argv += ["--fd", str(sock.fileno())]
         self.proc: asyncio.subprocess.Process | None = None
-        self.starts = 0
 
     async def start(self) -> None:
         """Start the child; returns once it accepts connections. Raises WorkersFailed if it dies first."""
@@ -96,7 +95,6 @@ class Worker:
             )
         finally:
             os.close(write_end)  # the child holds the only write end: its exit is EOF here
-        self.starts += 1
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 ready = await asyncio.to_thread(os.read, read_end, 1)
