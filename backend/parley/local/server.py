@@ -36,25 +36,12 @@ from parley.local.engines import Engines, VadParams
 from parley.local.llm_health import LLMHealth
 from parley.local.models import build_engines, close_engines, warmup_engines
 from parley.logs import log_context
+from parley.realtime.extensions import EVENTS_QUERY, wants_parley_events
 from parley.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
-EVENTS_SUBPROTOCOL = "parley-events"
-# A pure GA stream unless asked; the relay asks (it reads parley.pause_transcript).
-PARLEY_EVENTS_DEFAULT = False
-
-
-def wants_parley_events(subprotocols: list[str], query: str | None) -> bool:
-    """Parley's own events (``parley.*``) for this client: ``?parley_events=true|false`` or the subprotocol
-    ``parley-events``; without either, ``PARLEY_EVENTS_DEFAULT`` (none: strict GA clients such as the Agents SDK,
-    which validates every event, see nothing they cannot parse)."""
-    if EVENTS_SUBPROTOCOL in subprotocols:
-        return True
-    if query is not None:
-        return query.strip().lower() in ("1", "true", "yes")
-    return PARLEY_EVENTS_DEFAULT
 
 
 def describe_models(settings: Settings, engines: Engines) -> dict[str, Any]:
@@ -113,7 +100,7 @@ def create_app(settings: Settings, engines: Engines) -> Starlette:
                 return
         offered = ws.scope.get("subprotocols", [])
         await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
-        parley_events = wants_parley_events(offered, ws.query_params.get("parley_events"))
+        parley_events = wants_parley_events(offered, ws.query_params.get(EVENTS_QUERY))  # the relay asks
 
         async def recv() -> str | bytes | None:
             message = await ws.receive()

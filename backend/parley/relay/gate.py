@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from parley.errors import AuthError, DependencyError, InvalidRequest, LimitExceeded, ParleyError
+from parley.realtime.extensions import EVENTS_QUERY, wants_parley_events
 from parley.realtime.ids import new_id
 from parley.relay.auth import Principal, bearer_token, check_origin, check_provider, kb_for
 from parley.relay.slots import slot_book
@@ -38,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 TICKET_PREFIX = "parley-ticket."
 REALTIME_SUBPROTOCOL = "realtime"
-# browsers ask for parley.* events with this subprotocol (clients that can set the URL: ?parley_events=true)
-EVENTS_SUBPROTOCOL = "parley-events"
 
 
 class ShuttingDown(DependencyError):
@@ -56,11 +55,6 @@ class Admission:
     kb: str = "default"
     ticket: RedeemedTicket | None = None  # put back by ``withdraw``
     parley_events: bool = False  # the client asked for Parley's own events (``notices``)
-
-
-def wants_parley_events(subprotocols: list[str], query: str | None) -> bool:
-    """``?parley_events=true`` (or 1, yes) or the subprotocol ``parley-events``."""
-    return EVENTS_SUBPROTOCOL in subprotocols or (query or "").strip().lower() in ("true", "1", "yes")
 
 
 def _ticket(subprotocols: list[str]) -> str | None:
@@ -124,7 +118,7 @@ async def admit(state: RelayState, conn: HTTPConnection) -> Admission:
         raise
     offered = list(conn.scope.get("subprotocols") or [])
     subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
-    events = wants_parley_events(offered, conn.query_params.get("parley_events"))
+    events = wants_parley_events(offered, conn.query_params.get(EVENTS_QUERY))
     return Admission(principal, provider, session_id, grant, subprotocol, kb, ticket, events)
 
 
