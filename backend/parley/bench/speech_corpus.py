@@ -7,7 +7,7 @@
 - ``cards``: pocketsphinx's "cards" recordings (another speaker naming playing cards), 16 kHz WAV.
 
 No German human recording with a transcript is reachable from the registries (Debian has no German Asterisk
-prompts); ``german_synthetic`` is the stand-in: German sentences read by two voices that are not the assistant's
+prompts); ``synthetic_clips`` is the stand-in: German sentences read by two voices that are not the assistant's
 (SVOX Pico de-DE, espeak-ng de), marked as synthetic wherever they are reported.
 """
 
@@ -98,7 +98,7 @@ def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path), "rb") as w:
         if w.getframerate() != RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
             raise ValueError(f"{path}: expected 16 kHz mono PCM16")
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
+        return pcm16_to_float(w.readframes(w.getnframes()))
 
 
 def _prompt_texts(doc: Path) -> Iterator[tuple[str, str]]:

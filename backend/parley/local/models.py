@@ -5,16 +5,14 @@
 the engine's error (``STTFailed``, ``TTSFailed``) if a model is missing. The LLM server is not contacted: it may
 come up later, and each LLM call tries it afresh.
 
-Languages: the STT and TTS built here serve every supported language (``languages.SUPPORTED``). A session in one
-language uses ``session_engines(engines, "fr")``: the same models, with speech to text hearing French and text to
-speech speaking with the French voice unless a call says otherwise; the LLM's line is
-``languages.answer_instruction("fr")``.
+Languages: the STT and TTS built here serve every supported language (``languages.SUPPORTED``); each response's
+plan carries its session's language to them (speech to text hearing it, the voice speaking it), and the LLM's line
+is ``languages.answer_instruction(language)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 
@@ -35,17 +33,6 @@ def build_engines(settings: Settings) -> Engines:
         llm=OpenAIChatLLM(settings),
         vad=SileroVadFactory(),
     )
-
-
-def session_engines(engines: Engines, language: str | None) -> Engines:
-    """The engines of one session in ``language`` (None: the server's defaults). Raises
-    ``languages.UnsupportedLanguage`` (naming the supported ones) or ``TTSFailed`` (no voice for it here)."""
-    stt, tts = engines.stt, engines.tts
-    if isinstance(stt, LanguageSTT):
-        stt = stt.for_language(language)
-    if isinstance(tts, LanguageTTS):
-        tts = tts.for_language(language)
-    return dataclasses.replace(engines, stt=stt, tts=tts)
 
 
 async def warmup_engines(engines: Engines, languages: tuple[str, ...] = ("en",)) -> None:

@@ -34,11 +34,6 @@ WHISPER_WINDOW_S = 30
 MAX_PROMPT_TOKENS = 223  # faster-whisper's limit for the previous-text prompt (max_length 448 // 2 - 1)
 
 
-def packaged_model_path() -> Path:
-    """The packaged English tiny.en model's directory."""
-    return speech_models.MODELS["tiny.en"].model_dir()
-
-
 def assemble_multilingual_base(dest_dir: str | Path | None = None) -> Path:
     """The multilingual Whisper base model's directory, joined from its packages once (checked by sha256).
 
