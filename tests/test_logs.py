@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from parley.logs import RedactFilter, RefusalRateLimit, is_refusal, setup_logging
+from parley.logs import ClientFaultFilter, RedactFilter, RefusalRateLimit, is_refusal, setup_logging
 from parley.settings import Settings
 
 
@@ -29,9 +29,10 @@ def test_tokens_in_urls_are_redacted_whoever_logs_them() -> None:
 
 def test_a_refused_handshake_is_logged_at_info() -> None:
     r = record("uvicorn.error", logging.ERROR, "ASGI callable returned without completing handshake.")
-    assert RedactFilter().filter(r)
+    assert ClientFaultFilter().filter(r) and RedactFilter().filter(r)
     assert (r.levelno, r.levelname) == (logging.INFO, "INFO")
     other = record("uvicorn.error", logging.ERROR, "Exception in ASGI application")
+    ClientFaultFilter().filter(other)
     RedactFilter().filter(other)
     assert other.levelno == logging.ERROR
 
@@ -60,6 +61,7 @@ def test_what_counts_as_a_refusal_line() -> None:
     ok = record("uvicorn.error", logging.INFO, '%s - "WebSocket %s" %d', "1.2.3.4:5", "/ws/voice", 101)
     rejected = record("uvicorn.error", logging.INFO, "connection rejected (%d %s)", 401, "Unauthorized")
     handshake = record("uvicorn.error", logging.ERROR, "ASGI callable returned without completing handshake.")
+    ClientFaultFilter().filter(handshake)  # on uvicorn.error itself, before any handler
     assert not is_refusal(accepted) and not is_refusal(ok)
     assert is_refusal(rejected) and is_refusal(handshake)
 

@@ -56,7 +56,7 @@ _REFUSED_HANDSHAKE = "ASGI callable returned without completing handshake"
 
 class RedactFilter(logging.Filter):
     """Secrets a client put in a URL (``?token=...``) never reach the log, whoever logs the URL (uvicorn logs
-    WebSocket paths with their query); and a refused handshake, which anyone can cause, is not an ERROR."""
+    WebSocket paths with their query). (Lines a client can cause are made INFO by ``ClientFaultFilter``.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -66,8 +66,6 @@ class RedactFilter(logging.Filter):
         redacted = _SECRET_QUERY.sub(r"\1[redacted]", message)
         if redacted != message:
             record.msg, record.args = redacted, None
-        if record.name.startswith("uvicorn") and message.startswith(_REFUSED_HANDSHAKE):
-            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -106,13 +104,14 @@ _UVICORN_STATUS_AT = {
 
 
 def is_refusal(record: logging.LogRecord) -> bool:
-    """A line about a refused connection or handshake: ours (``extra={"refusal": True}``) or uvicorn's."""
+    """A line about a refused connection or handshake: marked (``extra={"refusal": True}``, or by
+    ``ClientFaultFilter``) or one of uvicorn's status lines."""
     if getattr(record, "refusal", False):
         return True
     msg = record.msg
     if not record.name.startswith("uvicorn") or not isinstance(msg, str):
         return False
-    if msg == _UVICORN_WS_403 or msg.startswith(_REFUSED_HANDSHAKE):
+    if msg == _UVICORN_WS_403:
         return True
     at, args = _UVICORN_STATUS_AT.get(msg), record.args
     if at is None or not isinstance(args, tuple) or len(args) <= at:
