@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
@@ -162,11 +162,11 @@ class SessionRuntime:
     async def _dispatch(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, ToUpstream):
-                await self._put(self._to_upstream, action.data, "upstream")
+                await self._put_upstream(action.data)
             elif isinstance(action, ToClient):
                 if action.error_code is not None:
                     self._count_error(action.error_code)
-                await self._put(self._to_client, action.data, "client")
+                await self._to_client.put(action.data)  # every client send has its deadline (ClientLink)
             elif isinstance(action, FetchContext):
                 if self._contexts.full():
                     self._contexts.get_nowait()
@@ -176,23 +176,20 @@ class SessionRuntime:
             elif isinstance(action, TurnDone):
                 self.state.metrics.observe_turn(action.provider, action.timings_ms)
             elif isinstance(action, CloseSession):
-                await self._put(self._to_client, action, "client")
+                await self._to_client.put(action)
             elif isinstance(action, UpstreamMoved):
                 r = self.state.resilience
                 r.failovers.labels(action.from_provider, action.to_provider, "moved").inc()
                 r.failover_gap.observe(action.gap_s)
 
-    async def _put(self, outbox: Outbox[Any], item: Any, peer: str) -> None:
-        if outbox is self._to_client:  # every client send has its own deadline (ClientLink)
-            await outbox.put(item)
-            return
+    async def _put_upstream(self, data: str) -> None:
         try:
             async with asyncio.timeout(self._stall_s):
-                await outbox.put(item)
+                await self._to_upstream.put(data)
         except TimeoutError:
-            logger.warning("%s accepted nothing for %.0f s; closing the session", peer, self._stall_s)
-            await self._close_ws(1008, f"{peer}_too_slow")
-            raise _Ended(f"{peer} too slow") from None
+            logger.warning("upstream accepted nothing for %.0f s; closing the session", self._stall_s)
+            await self._close_ws(1008, "upstream_too_slow")
+            raise _Ended("upstream too slow") from None
 
     def _count_error(self, code: str) -> None:
         m = self.state.metrics
